@@ -1,0 +1,48 @@
+"""Provable and moment-based estimators, scikit-learn style.
+
+Contract for every estimator class registered below:
+- ``__init__(*, latent_dim, out_dim, seed=0, **hyperparameters)`` stores arguments only (family
+  arguments such as ``degree``/``rank`` arrive as keywords too; unknown keywords raise TypeError);
+- ``fit(X)`` takes an (n, d) float array (numpy, memmap or torch), returns ``self`` and sets
+  ``pushforward_`` (a :class:`pfbench.families.Pushforward` of the true family's class holding the
+  fitted parameters, so the shared evaluation applies) and ``info_`` (a flat dict of JSON scalars:
+  iterations, final loss, converged flag, fit time in seconds, ...);
+- optionally ``extra_metrics(truth, X) -> dict`` with numbers that need the true instance (for
+  example the oracle error of a refinement started at the truth).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from pfbench import ConfigError
+
+#: (model name, data family) -> "module:Class". Modules are imported only when chosen.
+ESTIMATORS: dict[tuple[str, str], str] = {
+    ("moments", "quadratic"): "pfbench.recovery.quadratic:QuadraticMomentEstimator",
+    ("moments", "polynomial"): "pfbench.recovery.polynomial:PolynomialMomentEstimator",
+    ("sos", "quadratic"): "pfbench.recovery.sos:SoSQuadraticEstimator",
+    ("relu_moments", "relu"): "pfbench.recovery.relu_estimator:ReLUMomentEstimator",
+}
+
+
+def estimator_class(model: str, family: str) -> type:
+    key = (model, family)
+    if key not in ESTIMATORS:
+        valid = sorted(f for m, f in ESTIMATORS if m == model)
+        raise ConfigError(
+            f"+model={model} does not apply to data={family}; it applies to data={'|'.join(valid) or '(none)'}"
+        )
+    module, cls = ESTIMATORS[key].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def make_estimator(model: str, family: str, *, latent_dim: int, out_dim: int, seed: int,
+                   family_kwargs: dict[str, Any] | None = None, params: dict[str, Any] | None = None):
+    cls = estimator_class(model, family)
+    kwargs = {**(family_kwargs or {}), **(params or {})}
+    try:
+        return cls(latent_dim=latent_dim, out_dim=out_dim, seed=seed, **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"+model={model}: {e}") from e
