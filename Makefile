@@ -1,0 +1,42 @@
+# pfbench: `make run` and `make test` create the environment when it is missing.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed
+ARGS   ?=
+
+.PHONY: install run test lint bench lock clean-venv
+
+install: $(STAMP)
+
+# Everything installs from the pinned lock file (torch==2.13.0 CPU included), then the package
+# itself without dependency resolution, so nothing can pull an unpinned torch.
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==25.3 setuptools==80.9.0 wheel==0.45.1
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m pfbench.train +model=wgan $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check pfbench tests scripts
+
+bench: $(STAMP)
+	$(PY) scripts/bench_train.py
+
+# Re-resolve the lock file from pyproject.toml in a scratch venv, holding torch at 2.13.0.
+lock:
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
+	.lockenv/bin/pip install --quiet torch==2.13.0
+	.lockenv/bin/pip install --quiet ".[sweeps,dev]"
+	( head -2 requirements.lock; .lockenv/bin/pip freeze --exclude pfbench | sed 's/+cpu//' ) > requirements.lock.new
+	mv requirements.lock.new requirements.lock && rm -rf .lockenv
+
+clean-venv:
+	rm -rf $(VENV)

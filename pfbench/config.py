@@ -1,0 +1,156 @@
+"""Structured schemas for the config groups: typos and wrong types fail before any work.
+
+``validate(cfg)`` merges each group with its dataclass schema (unknown keys and values of the
+wrong type are rejected by OmegaConf), then checks ranges. Every failure is a one-line
+:class:`pfbench.ConfigError` naming the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from pfbench import ConfigError
+
+
+@dataclass
+class InstanceConfig:
+    kind: str = "random"  # random | smoothed | file
+    sigma: float = 0.1
+    base: str = "random"  # random | zero | file
+    path: str | None = None
+    kappa: float | None = None  # one-layer ReLU: condition number of W W^T (kind: wds)
+
+
+@dataclass
+class DataConfig:
+    name: str = "quadratic"
+    latent_dim: int = 5
+    out_dim: int = 20
+    n_train: int = 10000
+    n_test: int = 2000
+    degree: int | None = None
+    rank: int | None = None
+    hidden: list[int] | None = None
+    bias: bool | None = None
+    output_relu: bool | None = None
+    instance: InstanceConfig = field(default_factory=InstanceConfig)
+
+
+@dataclass
+class NetConfig:
+    width: int = 128
+    depth: int = 2
+    activation: str = "relu"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 256
+    n_critic: int = 5
+    optimizer: str = "adam"
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    betas: list[float] | None = None
+    clip: float | None = None
+    gp_weight: float = 10.0
+    log_every: int = 25
+    checkpoint_every: int = 500
+
+
+@dataclass
+class ModelConfig:
+    name: str = "wgan"
+    kind: str = "gan"  # gan | vae | estimator
+    loss: str | None = None
+    generator: str = "family"  # family | mlp
+    generator_mlp: NetConfig = field(default_factory=NetConfig)
+    critic: NetConfig = field(default_factory=NetConfig)
+    encoder: NetConfig = field(default_factory=NetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    params: dict[str, Any] = field(default_factory=dict)  # estimator hyperparameters (free-form)
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"
+    mode: str = "auto"
+    project: str = "pfbench"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+SCHEMAS = {"data": DataConfig, "model": ModelConfig, "logger": LoggerConfig}
+TOP_LEVEL = {"seed", "device", "threads", "resume", "progress", "plots", "data", "model", "eval", "logger",
+             "experiment", "hydra"}
+
+
+def _valid_keys(schema: type, path: list[str]) -> list[str]:
+    node: Any = OmegaConf.structured(schema)
+    for p in path:
+        node = node[p]
+    return sorted(node.keys()) if isinstance(node, DictConfig) else []
+
+
+def _merge(group: str, schema: type, section: Any) -> DictConfig:
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), section)
+    except ConfigKeyError as e:
+        full = str(e.full_key or e.key)
+        parent = full.split(".")[:-1]
+        valid = _valid_keys(schema, parent)
+        raise ConfigError(
+            f"unknown config key '{group}.{full}'; valid keys under {'.'.join([group, *parent])}: {valid}"
+        ) from None
+    except OmegaConfBaseException as e:
+        msg = str(e).splitlines()[0]
+        raise ConfigError(f"bad value for '{group}.{e.full_key}': {msg}") from None
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Return a copy of ``cfg`` with typed, defaulted groups, or raise ConfigError (one line)."""
+    if "model" not in cfg or cfg.model is None:
+        raise ConfigError("no method chosen: add +model=<name>, e.g. +model=wgan (see conf/model/)")
+    unknown = sorted(set(cfg.keys()) - TOP_LEVEL)
+    _check(not unknown, f"unknown top-level config key(s) {unknown}; valid keys: {sorted(TOP_LEVEL - {'hydra'})}")
+    out = OmegaConf.create({k: v for k, v in cfg.items() if k not in SCHEMAS and k != "hydra"})
+    for group, schema in SCHEMAS.items():
+        out[group] = _merge(group, schema, cfg[group])
+    d, m = out.data, out.model
+    _check(isinstance(cfg.seed, int) and cfg.seed >= 0, f"seed={cfg.seed} must be an integer >= 0")
+    _check(isinstance(cfg.threads, int) and cfg.threads >= 1, f"threads={cfg.threads} must be an integer >= 1")
+    _check(cfg.device in ("cpu", "cuda"), f"device='{cfg.device}' must be cpu or cuda")
+    _check(d.latent_dim >= 1, f"data.latent_dim={d.latent_dim} must be >= 1")
+    _check(d.out_dim >= 1, f"data.out_dim={d.out_dim} must be >= 1")
+    _check(d.n_train > 0, f"data.n_train={d.n_train} must be > 0 (number of training samples)")
+    _check(d.n_test >= 2, f"data.n_test={d.n_test} must be >= 2 (held-out samples for the evaluation)")
+    _check(d.instance.sigma >= 0, f"data.instance.sigma={d.instance.sigma} must be >= 0 (a noise level)")
+    _check(m.kind in ("gan", "vae", "estimator"), f"model.kind='{m.kind}' must be gan, vae or estimator")
+    if m.kind != "estimator":
+        t = m.train
+        _check(t.steps >= 1, f"model.train.steps={t.steps} must be >= 1")
+        _check(t.batch_size >= 1, f"model.train.batch_size={t.batch_size} must be >= 1")
+        _check(t.n_critic >= 1, f"model.train.n_critic={t.n_critic} must be >= 1")
+        _check(t.lr_g > 0 and t.lr_d > 0, f"model.train.lr_g={t.lr_g}, lr_d={t.lr_d} must be > 0")
+        _check(t.log_every >= 1, f"model.train.log_every={t.log_every} must be >= 1")
+        _check(t.checkpoint_every >= 1, f"model.train.checkpoint_every={t.checkpoint_every} must be >= 1")
+        _check(t.clip is None or t.clip > 0, f"model.train.clip={t.clip} must be > 0 or null")
+        _check(t.gp_weight >= 0, f"model.train.gp_weight={t.gp_weight} must be >= 0")
+        _check(t.optimizer in ("adam", "rmsprop"), f"model.train.optimizer='{t.optimizer}' must be adam or rmsprop")
+        for net in ("generator_mlp", "critic", "encoder"):
+            n = m[net]
+            _check(n.width >= 1 and n.depth >= 0, f"model.{net}: width={n.width} must be >= 1, depth={n.depth} >= 0")
+    _check(m.generator in ("family", "mlp"), f"model.generator='{m.generator}' must be family or mlp")
+    _check(cfg.logger.mode in ("auto", "offline", "online", "disabled"),
+           f"logger.mode='{cfg.logger.mode}' must be auto, offline, online or disabled")
+    return out

@@ -1,0 +1,197 @@
+"""Entry point: ``python -m pfbench.train +model=<method> [data=<family>] [overrides...]``.
+
+Wires config -> true instance and samples -> method (learned generator or estimator) -> shared
+evaluation -> run directory (config, metrics.json, checkpoint, generator, plots) and W&B. No math here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from pfbench import CONF_DIR, ConfigError
+from pfbench.config import validate
+from pfbench.families import make_instance
+from pfbench.io import check_writable, save_checkpoint, write_json
+from pfbench.seeding import torch_generator
+
+FAMILY_KEYS = ("degree", "rank", "hidden", "bias", "output_relu")
+
+
+def family_kwargs(d: DictConfig) -> dict[str, Any]:
+    return {k: (list(d[k]) if k == "hidden" else d[k]) for k in FAMILY_KEYS if d.get(k) is not None}
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    """What a checkpoint must agree on to be resumed: data, model (bar the step budget) and seed."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    c["model"].get("train", {}).pop("steps", None)
+    key = json.dumps({"data": c["data"], "model": c["model"], "seed": c["seed"], "threads": c["threads"]},
+                     sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def make_data(cfg: DictConfig):
+    """The true pushforward and its train / held-out test samples (float64), all from the seed."""
+    d = cfg.data
+    inst = cfg.data.instance
+    truth = make_instance(d.name, d.latent_dim, d.out_dim, kind=inst.kind, sigma=inst.sigma, base=inst.base,
+                          path=inst.path, kappa=inst.kappa, generator=torch_generator(cfg.seed, "instance"),
+                          **family_kwargs(d))
+    x_train = truth.sample_batched(d.n_train, torch_generator(cfg.seed, "train"))
+    x_test = truth.sample_batched(d.n_test, torch_generator(cfg.seed, "test"))
+    return truth, x_train, x_test
+
+
+def generator_record(g, family_name: str, kwargs: dict) -> dict:
+    return {"family": g.family, "data_family": family_name, "latent_dim": g.latent_dim, "out_dim": g.out_dim,
+            "kwargs": kwargs, "state_dict": {k: v.detach().cpu() for k, v in g.state_dict().items()}}
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """One (data, method) run inside ``run_dir``; returns the metrics record (also written to disk)."""
+    t_start = time.perf_counter()
+    cfg = validate(cfg)
+    check_writable(run_dir)
+    torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is visible; use device=cpu")
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+
+    m, d = cfg.model, cfg.data
+    record: dict[str, Any] = {
+        "method": m.name, "loss": m.loss, "generator": m.generator if m.kind != "estimator" else "estimator",
+        "data": d.name, "latent_dim": d.latent_dim, "out_dim": d.out_dim, "n_train": d.n_train,
+        "seed": cfg.seed, "status": "running", "reason": None, "steps": 0,
+    }
+    from pfbench.tracking import Tracker
+
+    sweep = Path(HydraConfig.get().sweep.dir).name if _is_multirun() else None
+    tracker = Tracker(cfg, run_dir, name=run_dir.name, group=sweep, job_type=m.name)
+    timing: dict[str, float] = {}
+    try:
+        truth, x_train, x_test = make_data(cfg)
+        fkw = family_kwargs(d)
+        if m.kind == "estimator":
+            from pfbench.recovery import make_estimator
+
+            est = make_estimator(m.name, d.name, latent_dim=d.latent_dim, out_dim=d.out_dim, seed=cfg.seed,
+                                 family_kwargs=fkw, params=OmegaConf.to_container(m.params, resolve=True))
+            t0 = time.perf_counter()
+            est.fit(x_train.numpy())
+            timing["fit_time_s"] = time.perf_counter() - t0
+            model = est.pushforward_
+            record["fit"] = {k: v for k, v in est.info_.items() if "time" not in k}
+            timing.update({f"fit_{k}" if not k.startswith("fit") else k: v
+                           for k, v in est.info_.items() if "time" in k})
+            if hasattr(est, "extra_metrics"):
+                record["fit"].update(est.extra_metrics(truth, x_train.numpy()))
+            record["status"] = "completed" if est.info_.get("converged", True) else "not_converged"
+            save_checkpoint(run_dir / "generator.pt", generator_record(model, d.name, fkw))
+            history: list[dict] = []
+        else:
+            from pfbench.models import build_trainer
+            from pfbench.training import train
+
+            trainer = build_trainer(m, family=d.name, latent_dim=d.latent_dim, out_dim=d.out_dim,
+                                    family_kwargs=fkw, seed=cfg.seed)
+            for mod in trainer.modules().values():
+                mod.to(device)
+            res = train(trainer, x_train.float().to(device), steps=m.train.steps,
+                        seed_rng=torch_generator(cfg.seed, "batches", device=device),
+                        log_every=m.train.log_every, checkpoint_every=m.train.checkpoint_every,
+                        checkpoint_path=run_dir / "checkpoint.pt", fingerprint=fingerprint(cfg),
+                        resume=cfg.resume, progress=cfg.progress, desc=f"{m.name}/{d.name}", on_log=tracker.log)
+            model = trainer.generator.cpu()
+            history = res.history
+            timing["train_time_s"] = res.train_time_s
+            record.update(status=res.status, steps=res.steps, reason=res.reason,
+                          diverged_step=res.diverged_step, resumed_from=res.resumed_from)
+            if res.status == "completed":
+                save_checkpoint(run_dir / "generator.pt", generator_record(model, d.name, fkw))
+
+        if record["status"] == "diverged":
+            metrics: dict[str, Any] = {"eval_status": f"skipped: run diverged ({record['reason']})"}
+        else:
+            from pfbench.metrics.evaluate import evaluate
+
+            t0 = time.perf_counter()
+            metrics = evaluate(model, x_test, truth=truth, cfg=cfg.eval, seed=cfg.seed, progress=cfg.progress)
+            timing["eval_time_s"] = time.perf_counter() - t0
+            for k in [k for k in metrics if "time" in k]:
+                timing[k] = metrics.pop(k)
+        record["metrics"] = metrics
+        if history:
+            write_json(run_dir / "history.json", history)
+        if cfg.plots:
+            _plots(cfg, run_dir, model, x_test, history, record, tracker)
+    except ConfigError:
+        tracker.finish({"status": "failed"}, exit_code=1)
+        raise
+    except Exception as e:  # a solver or numerical failure: recorded, the sweep goes on
+        record.update(status="failed", reason=f"{type(e).__name__}: {e}".splitlines()[0])
+        (run_dir / "error.log").write_text(traceback.format_exc())
+    timing["wall_time_s"] = time.perf_counter() - t_start
+    record["timing"] = timing
+    write_json(run_dir / "metrics.json", record)
+    tracker.finish({k: v for k, v in record.items() if k != "timing"} | {"timing": timing},
+                   exit_code=0 if record["status"] != "failed" else 1)
+    return record
+
+
+def _plots(cfg, run_dir: Path, model, x_test, history, record, tracker) -> None:
+    from pfbench.plots import plot_curves, plot_samples
+
+    with torch.no_grad():
+        fake = model.sample_batched(min(2000, len(x_test)), torch_generator(cfg.seed, "plot")).double()
+    fake_np = fake.numpy() if torch.isfinite(fake).all() else None
+    title = f"{record['method']} on {record['data']} (seed {record['seed']})"
+    paths = {"samples": plot_samples(x_test.numpy(), fake_np, run_dir / "samples.png", title)}
+    curves = plot_curves(history, run_dir / "curves.png", title)
+    if curves:
+        paths["curves"] = curves
+    tracker.log_images(paths)
+
+
+def _is_multirun() -> bool:
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> dict | None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        record = run(cfg, run_dir)
+    except ConfigError as e:
+        print(f"pfbench: error: {e}", file=sys.stderr)
+        if _is_multirun():
+            write_json(run_dir / "metrics.json", {"status": "failed", "reason": f"config error: {e}"})
+            return None
+        sys.exit(2)
+    status = record["status"]
+    line = f"pfbench: {status}: {record['method']} on {record['data']} -> {run_dir}"
+    print(line if record.get("reason") is None else f"{line} ({record['reason']})", file=sys.stderr)
+    if status == "failed" and not _is_multirun():
+        sys.exit(1)
+    return record
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    main()
