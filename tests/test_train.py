@@ -1,0 +1,171 @@
+"""End-to-end: every +model on every data at tiny size, resume equality, divergence, bad configs."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from pfbench import ConfigError
+from pfbench.config import validate
+from tests.runner import TINY, compose_cfg, metrics, run_cli, run_inprocess
+
+DATA = {
+    "quadratic": ["data.latent_dim=2", "data.out_dim=4"],
+    "polynomial": ["data.latent_dim=2", "data.out_dim=4"],
+    "relu": ["data.latent_dim=2", "data.out_dim=3"],
+    "relu_deep": ["data.latent_dim=2", "data.out_dim=8", "data.hidden=[5]"],
+}
+MODELS = {
+    "wgan": [],
+    "wgan_gp": [],
+    "jsgan": ["model.loss=non_saturating"],
+    "jsgan-minimax": ["model.loss=minimax"],
+    "vae": [],
+}
+
+
+@pytest.mark.parametrize("data", sorted(DATA))
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_every_model_on_every_data(model, data, tmp_path):
+    gen = "family" if model != "wgan_gp" else "mlp"  # one generic-MLP generator among the options
+    ov = [f"+model={model.split('-')[0]}", f"data={data}", *DATA[data], *MODELS[model], *TINY,
+          f"model.generator={gen}"]
+    rec = run_inprocess(ov, tmp_path)
+    assert rec["status"] == "completed", rec.get("reason")
+    assert rec["steps"] == 3
+    on_disk = metrics(tmp_path)
+    assert on_disk["metrics"] == rec["metrics"]
+    m = on_disk["metrics"]
+    assert m["w1"] is not None and 0 < m["w1"] < 1e3 and m["w1_floor"] > 0
+    assert 0 <= m["sw"] < 1e3
+    if gen == "family":
+        assert 0 <= m["param_error"] < 1e3
+    else:
+        assert "param_error" not in m
+    assert (tmp_path / "generator.pt").exists() and (tmp_path / "checkpoint.pt").exists()
+    assert (tmp_path / "config.yaml").exists()
+
+
+def test_same_seed_same_metrics_and_seed_zero(tmp_path):
+    ov = ["+model=wgan", "seed=0", *TINY]
+    a = run_inprocess(ov, tmp_path / "a")
+    b = run_inprocess(ov, tmp_path / "b")
+    c = run_inprocess([*ov[:1], "seed=1", *TINY], tmp_path / "c")
+    assert a["metrics"] == b["metrics"]
+    assert (tmp_path / "a/metrics.json").read_text().split('"timing"')[0] == \
+        (tmp_path / "b/metrics.json").read_text().split('"timing"')[0]
+    assert a["metrics"]["w1"] != c["metrics"]["w1"]
+
+
+def test_divergence_is_recorded_not_raised(tmp_path):
+    ov = ["+model=jsgan", *TINY, "model.train.lr_g=1e30", "model.train.lr_d=1e30", "model.train.steps=50"]
+    rec = run_inprocess(ov, tmp_path)
+    assert rec["status"] == "diverged"
+    assert 1 <= rec["diverged_step"] <= 50 and rec["steps"] == rec["diverged_step"]
+    assert "non-finite" in rec["reason"]
+    assert metrics(tmp_path)["status"] == "diverged"
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.n_train=0", "data.n_train=0 must be > 0"),
+    ("data.latent_dim=0", "data.latent_dim=0 must be >= 1"),
+    ("data.out_dim=-2", "data.out_dim=-2 must be >= 1"),
+    ("data.instance.sigma=-0.5", "data.instance.sigma=-0.5 must be >= 0"),
+    ("+data.n_tarin=5", "unknown config key 'data.n_tarin'; valid keys under data: ["),
+    ("+model.train.stepz=5", "unknown config key 'model.train.stepz'; valid keys under model.train: ["),
+    ("model.train.steps=abc", "bad value for 'model.train.steps'"),
+    ("model.loss=hinge", "model.loss='hinge' is not valid for +model=wgan"),
+    ("model.generator=cnn", "model.generator='cnn' must be family or mlp"),
+    ("seed=-3", "seed=-3 must be an integer >= 0"),
+])
+def test_bad_config_one_line_error(override, message, tmp_path):
+    from pfbench.train import run
+
+    cfg = compose_cfg(["+model=wgan", *TINY, override])
+    with pytest.raises(ConfigError) as e:
+        run(cfg, tmp_path)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_cli_bad_config_exits_2_with_one_line(tmp_path):
+    p = run_cli(["+model=wgan", "data.n_train=-1", "logger=none"], tmp_path / "run")
+    assert p.returncode == 2
+    err = [line for line in p.stderr.splitlines() if line.strip()]
+    assert err == ["pfbench: error: data.n_train=-1 must be > 0 (number of training samples)"]
+
+
+def test_missing_model_is_explained():
+    with pytest.raises(ConfigError, match=r"add \+model=<name>"):
+        validate(compose_cfg(["logger=none"]))
+
+
+def _generator_state(run_dir):
+    return torch.load(run_dir / "generator.pt", weights_only=True)["state_dict"]
+
+
+@pytest.mark.slow
+def test_killed_then_resumed_equals_uninterrupted(tmp_path):
+    ov = ["+model=wgan", "data.n_train=512", "data.n_test=64", "eval=fast", "logger=none", "plots=false",
+          "progress=false", "model.train.steps=1500", "model.train.checkpoint_every=100",
+          "model.train.batch_size=64"]
+    full = tmp_path / "full"
+    p = run_cli(ov, full)
+    assert p.returncode == 0, p.stderr[-2000:]
+
+    part = tmp_path / "part"
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.Popen([sys.executable, "-m", "pfbench.train", *ov, f"hydra.run.dir={part}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    ck = part / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ck.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ck.exists() and not (part / "metrics.json").exists(), "the run ended before it could be killed"
+    step = torch.load(ck, weights_only=True)["step"]
+    assert 100 <= step < 1500
+
+    p = run_cli([*ov, "resume=true"], part)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rec = metrics(part)
+    assert rec["resumed_from"] == step and rec["steps"] == 1500
+    a, b = _generator_state(full), _generator_state(part)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert rec["metrics"] == metrics(full)["metrics"]
+
+
+def test_existing_checkpoint_without_resume_is_refused(tmp_path):
+    ov = ["+model=wgan", *TINY]
+    run_inprocess(ov, tmp_path)
+    with pytest.raises(ConfigError, match="already exists; set resume=true"):
+        run_inprocess(ov, tmp_path)
+
+
+def test_wandb_offline_files_match_metrics(tmp_path):
+    from tests.wandb_files import summary_config_history
+
+    ov = ["+model=wgan", *[o for o in TINY if not o.startswith("logger")], "logger=wandb", "logger.mode=auto"]
+    rec = run_inprocess(ov, tmp_path)
+    files = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1
+    summary, config, history = summary_config_history(files[0])
+    assert summary["status"] == "completed"
+    assert math.isclose(summary["metrics.w1"], rec["metrics"]["w1"], rel_tol=1e-12)
+    assert summary["steps"] == 3
+    assert config["model.name"] == "wgan" and config["data.name"] == "quadratic" and config["seed"] == 0
+    assert config["_job_type"] == "wgan"
+    logged = [h["train/loss_g"] for h in history if "train/loss_g" in h]
+    hist = metrics_history = __import__("json").loads((tmp_path / "history.json").read_text())
+    assert logged == pytest.approx([h["loss_g"] for h in metrics_history]) and len(hist) == 3
