@@ -1,0 +1,253 @@
+"""Sample distances: closed forms, 1-D references, invariances, floors, and honest non-convergence."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import scipy.optimize
+import scipy.spatial.distance
+import scipy.stats
+import torch
+
+from pfbench import ConfigError
+from pfbench.metrics.distances import (
+    OTNotConverged,
+    birthday_support,
+    collision_threshold,
+    median_bandwidth,
+    mmd2_unbiased,
+    neural_net_distance,
+    sliced_wasserstein,
+    wasserstein,
+    wasserstein_1d,
+    wasserstein_result,
+)
+
+
+def rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+# ------------------------------------------------------------------------------------------ exact W
+
+
+@pytest.mark.parametrize("n,m", [(300, 300), (250, 410)])
+def test_w1_in_1d_equals_scipy(n, m):
+    r = rng(n + m)
+    x = r.standard_normal(n)
+    y = 1.5 * r.standard_normal(m) + 0.4
+    ref = scipy.stats.wasserstein_distance(x, y)
+    assert abs(wasserstein(x[:, None], y[:, None], 1) - ref) <= 1e-10
+    assert 0.3 <= ref <= 1.0  # a non-trivial reference
+
+
+def test_w2_in_1d_equals_quantile_formula():
+    # The LP and the quantile integral are independent algorithms for the same number.
+    r = rng(1)
+    x, y = r.standard_normal(200), r.exponential(size=333)
+    ref = math.sqrt(float(wasserstein_1d(np.sort(x)[None], np.sort(y)[None], 2)[0]))
+    assert abs(wasserstein(x, y, 2) - ref) <= 1e-9
+    assert 0.5 <= ref <= 2.0
+
+
+def test_identical_symmetric_and_permutation_invariant():
+    r = rng(2)
+    x = r.standard_normal((200, 6))
+    y = r.standard_normal((150, 6)) + 0.3
+    for p in (1, 2):
+        assert 0.0 <= wasserstein(x, x.copy(), p) <= 1e-12
+        wxy, wyx = wasserstein(x, y, p), wasserstein(y, x, p)
+        assert abs(wxy - wyx) <= 1e-10
+        assert abs(wasserstein(x[r.permutation(200)], y[r.permutation(150)], p) - wxy) <= 1e-10
+        assert 0.3 <= wxy <= 10.0
+
+
+def test_w2_two_gaussians_brenier_map_matches_closed_form():
+    # X ~ N(0, S1); Y_i = T(X_i) with T(x) = m + A x, A = S1^-1/2 (S1^1/2 S2 S1^1/2)^1/2 S1^-1/2, the
+    # optimal (gradient of a convex function) map, so the identity coupling is optimal between the
+    # two empirical measures: W2^2 = mean ||X_i - T X_i||^2 exactly, whose expectation is the
+    # closed form ||m||^2 + tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2), with error O(n^-1/2).
+    d = 3
+    r = rng(3)
+    b1, b2 = r.standard_normal((d, d)), r.standard_normal((d, d))
+    s1, s2 = b1 @ b1.T / d + 0.5 * np.eye(d), b2 @ b2.T / d + 0.5 * np.eye(d)
+    mean = np.array([0.5, -0.2, 0.1])
+    r1 = scipy.linalg.sqrtm(s1).real
+    mid = scipy.linalg.sqrtm(r1 @ s2 @ r1).real
+    a = np.linalg.inv(r1) @ mid @ np.linalg.inv(r1)
+    closed = math.sqrt(mean @ mean + np.trace(s1 + s2 - 2 * mid))
+    for n in (100, 400, 1600):
+        x = r.multivariate_normal(np.zeros(d), s1, size=n)
+        y = mean + x @ a.T
+        emp = wasserstein(x, y, 2)
+        assert abs(emp - math.sqrt(np.mean(np.sum((x - y) ** 2, axis=1)))) <= 1e-9
+        # tolerance shrinking like n^-1/2 (the relative sd of mean ||X - TX||^2 is below 1.5 here)
+        assert abs(emp - closed) <= 1.5 * closed / math.sqrt(n)
+    assert 0.2 <= closed <= 3.0
+
+
+def test_w2_independent_gaussian_samples_1d_closed_form():
+    # 1-D: W2(N(0,1), N(1, 2^2)) = sqrt((0-1)^2 + (1-2)^2) = sqrt(2); empirical bias is O(sqrt(log n / n)).
+    r = rng(4)
+    for n, tol in ((200, 0.25), (1000, 0.12)):
+        x, y = r.standard_normal(n), 1 + 2 * r.standard_normal(n)
+        assert abs(wasserstein(x, y, 2) - math.sqrt(2)) <= tol
+
+
+def test_non_converged_solve_is_reported_not_returned():
+    r = rng(5)
+    x, y = r.standard_normal((300, 5)), r.standard_normal((300, 5))
+    res = wasserstein_result(x, y, 1, max_iter=50)
+    assert res.converged is False
+    assert res.value is None
+    assert "max_iter=50" in res.reason
+    with pytest.raises(OTNotConverged, match="optimality"):
+        wasserstein(x, y, 1, max_iter=50)
+    ok = wasserstein_result(x, y, 1)
+    assert ok.converged is True and ok.reason is None
+    assert 0.0 <= ok.dual_violation <= 1e-9 * 10
+    # equal sizes: exact W1 is the optimal assignment's mean cost (an independent exact solver)
+    cost = scipy.spatial.distance.cdist(x, y)
+    rows, cols = scipy.optimize.linear_sum_assignment(cost)
+    assert abs(ok.value - cost[rows, cols].mean()) <= 1e-10
+
+
+def test_memory_guard_says_what_to_do():
+    r = rng(6)
+    x = r.standard_normal((100, 3))
+    with pytest.raises(ConfigError, match=r"eval\.w1\.n.*sliced"):
+        wasserstein(x, x, 1, max_memory_gb=1e-6)
+    with pytest.raises(ConfigError, match="non-finite"):
+        wasserstein(np.full((3, 2), np.nan), x[:, :2])
+    with pytest.raises(ConfigError, match="different dimensions"):
+        wasserstein(x, x[:, :2])
+
+
+# ------------------------------------------------------------------------------------------ sliced W
+
+
+@pytest.mark.parametrize("n,m", [(500, 500), (300, 700)])
+def test_sliced_in_1d_equals_w(n, m):
+    r = rng(7)
+    x, y = r.standard_normal(n), r.gamma(2.0, size=m)
+    # in 1-D every direction is +-1 and W_p is invariant under the reflection
+    assert abs(sliced_wasserstein(x, y, 5, 1, generator=r) - scipy.stats.wasserstein_distance(x, y)) <= 1e-10
+    assert abs(sliced_wasserstein(x, y, 3, 2, generator=r) - wasserstein(x, y, 2)) <= 1e-9
+
+
+def test_sliced_invariances_and_closed_form_for_translation():
+    r = rng(8)
+    x = r.standard_normal((400, 10))
+    y = r.standard_normal((400, 10))
+    dirs = np.random.default_rng(0).standard_normal((64, 10))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    assert sliced_wasserstein(x, x.copy(), directions=dirs) == 0.0
+    v = sliced_wasserstein(x, y, directions=dirs)
+    assert abs(v - sliced_wasserstein(y, x, directions=dirs)) <= 1e-12
+    assert abs(v - sliced_wasserstein(x[r.permutation(400)], y, directions=dirs)) <= 1e-12
+    # y = x + delta: every 1-D projection is a pure shift <theta, delta>, so
+    # SW_2^2 = mean <theta, delta>^2 exactly, and its expectation over the sphere is |delta|^2 / d.
+    delta = np.full(10, 0.3)
+    sw2 = sliced_wasserstein(x, x + delta, p=2, directions=dirs)
+    assert abs(sw2**2 - np.mean((dirs @ delta) ** 2)) <= 1e-12
+    many = sliced_wasserstein(x, x + delta, 4000, p=2, generator=np.random.default_rng(1))
+    assert abs(many**2 - delta @ delta / 10) <= 0.1 * delta @ delta / 10
+
+
+def test_sliced_needs_explicit_randomness():
+    with pytest.raises(ConfigError, match="generator"):
+        sliced_wasserstein(np.zeros((3, 2)), np.ones((3, 2)), 10)
+
+
+# ---------------------------------------------------------------------------------------------- MMD
+
+
+def gaussian_mmd2(mu: float, s1: float, s2: float, h: float, d: int) -> float:
+    """Population MMD^2 between N(0, s1^2 I) and N(mu 1, s2^2 I) with k = exp(-|x-y|^2 / (2 h^2))."""
+    def ek(va: float, shift2: float) -> float:  # E k(A - B) for A - B ~ N(shift, va I)
+        return (h * h / (h * h + va)) ** (d / 2) * math.exp(-shift2 / (2 * (h * h + va)))
+
+    return ek(2 * s1**2, 0) + ek(2 * s2**2, 0) - 2 * ek(s1**2 + s2**2, mu * mu * d)
+
+
+def test_mmd_unbiased_matches_closed_form():
+    d, h = 3, 1.5
+    ref = gaussian_mmd2(0.3, 1.0, 1.2, h, d)
+    vals = []
+    for s in range(4):
+        r = rng(100 + s)
+        x = r.standard_normal((600, d))
+        y = 0.3 + 1.2 * r.standard_normal((600, d))
+        vals.append(mmd2_unbiased(x, y, h))
+    # four replicates, each with sd about 0.004 here: the mean within 0.006 of the closed form
+    assert abs(np.mean(vals) - ref) <= 0.006
+    assert 0.02 <= ref <= 0.2
+
+
+def test_mmd_null_mean_zero_symmetric_and_permutation_invariant():
+    d, h = 4, 2.0
+    null = [mmd2_unbiased(rng(s).standard_normal((300, d)), rng(50 + s).standard_normal((300, d)), h)
+            for s in range(6)]
+    assert abs(np.mean(null)) <= 0.002  # unbiased: E = 0 under P = Q
+    r = rng(9)
+    x, y = r.standard_normal((200, d)), r.standard_normal((250, d)) + 0.2
+    v = mmd2_unbiased(x, y, h)
+    assert abs(v - mmd2_unbiased(y, x, h)) <= 1e-14
+    assert abs(v - mmd2_unbiased(x[r.permutation(200)], y[r.permutation(250)], h)) <= 1e-14
+
+
+def test_median_bandwidth_of_gaussian():
+    # |X - X'| for X, X' ~ N(0, I_d) is sqrt(2) chi_d: median sqrt(2 * chi2_d median).
+    x = rng(10).standard_normal((1000, 5))
+    ref = math.sqrt(2 * scipy.stats.chi2.median(5))
+    assert abs(median_bandwidth(x) - ref) <= 0.03 * ref
+
+
+# --------------------------------------------------------------------------------- neural-net distance
+
+
+def test_nn_distance_translation_and_lipschitz_bound():
+    # For a translation by delta, sup over 1-Lipschitz D of E_P D - E_Q D = |delta| (a linear D is in
+    # the class via a large bias), and the held-out gap can never exceed W1 of the held-out halves.
+    r = rng(11)
+    n, d = 1200, 5
+    delta = np.full(d, 1 / math.sqrt(d))
+    x = r.standard_normal((n, d)) + delta
+    y = r.standard_normal((n, d))
+    res = neural_net_distance(x, y, steps=300, batch_size=256, generator=torch.Generator().manual_seed(3))
+    assert 0.85 <= res.value <= 1.1
+    assert "1-Lipschitz" in res.critic_class and "mlp[5-64-64-1]" in res.critic_class
+    # Re-draw the same split: the first draws of the generator are the two permutations.
+    g = torch.Generator().manual_seed(3)
+    px, py = torch.randperm(n, generator=g).numpy(), torch.randperm(n, generator=g).numpy()
+    w1_test = wasserstein(x[px[n // 2:]], y[py[n // 2:]], 1)
+    assert -1.0 <= res.value <= w1_test + 1e-9
+    same = neural_net_distance(r.standard_normal((n, d)), y, steps=300, batch_size=256,
+                               generator=torch.Generator().manual_seed(3))
+    assert -0.1 <= same.value <= 0.15
+
+
+# ---------------------------------------------------------------------------------------- birthday
+
+
+def test_birthday_estimates_discrete_support_and_passes_truth():
+    r = rng(12)
+    truth = r.standard_normal((2000, 8))
+    tau = collision_threshold(truth)
+    assert abs(tau - float(np.min(scipy.spatial.distance.pdist(truth)))) <= 1e-12
+    # a generator that only ever outputs 400 distinct points: support estimate within a factor 4
+    atoms = r.standard_normal((400, 8))
+    collapsed = atoms[r.integers(0, 400, size=2000)]
+    out = birthday_support(collapsed, tau, max_batch=500, generator=rng(0))
+    assert 100 <= out["support_size"] <= 1600
+    # a fresh sample of the truth stays far from the 1/2 collision rate at s <= N/4
+    fresh = birthday_support(r.standard_normal((2000, 8)), tau, max_batch=500, generator=rng(1))
+    assert fresh["support_size"] is None and fresh["support_lower_bound"] == 500**2
+    assert 0.0 <= fresh["support_collision_rate"] <= 0.45
+    assert "no collision" in fresh["support_status"]
+    # a true sample with an atom gives threshold 0: the test says it does not apply
+    atom = birthday_support(collapsed, 0.0, max_batch=100, generator=rng(2))
+    assert atom["support_size"] is None and "not applicable" in atom["support_status"]
