@@ -48,7 +48,7 @@ def test_every_model_on_every_data(model, data, tmp_path):
     if gen == "family":
         assert 0 <= m["param_error"] < 1e3
     else:
-        assert "param_error" not in m
+        assert m["param_error"] is None and m["param_error_status"].startswith("skipped: the generator (MLP")
     assert (tmp_path / "generator.pt").exists() and (tmp_path / "checkpoint.pt").exists()
     assert (tmp_path / "config.yaml").exists()
 
@@ -114,8 +114,8 @@ def _generator_state(run_dir):
 @pytest.mark.slow
 def test_killed_then_resumed_equals_uninterrupted(tmp_path):
     ov = ["+model=wgan", "data.n_train=512", "data.n_test=64", "eval=fast", "logger=none", "plots=false",
-          "progress=false", "model.train.steps=1500", "model.train.checkpoint_every=100",
-          "model.train.batch_size=64"]
+          "progress=false", "model.train.steps=600", "model.train.checkpoint_every=50",
+          "model.train.batch_size=32"]
     full = tmp_path / "full"
     p = run_cli(ov, full)
     assert p.returncode == 0, p.stderr[-2000:]
@@ -128,17 +128,17 @@ def test_killed_then_resumed_equals_uninterrupted(tmp_path):
     deadline = time.time() + 120
     while not ck.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
-    time.sleep(0.3)
+    time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert ck.exists() and not (part / "metrics.json").exists(), "the run ended before it could be killed"
     step = torch.load(ck, weights_only=True)["step"]
-    assert 100 <= step < 1500
+    assert 50 <= step < 600
 
     p = run_cli([*ov, "resume=true"], part)
     assert p.returncode == 0, p.stderr[-2000:]
     rec = metrics(part)
-    assert rec["resumed_from"] == step and rec["steps"] == 1500
+    assert rec["resumed_from"] == step and rec["steps"] == 600
     a, b = _generator_state(full), _generator_state(part)
     assert a.keys() == b.keys()
     for k in a:
