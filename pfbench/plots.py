@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
+logging.getLogger("matplotlib").setLevel(logging.WARNING)  # no font-cache INFO lines in run logs
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
