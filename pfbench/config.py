@@ -18,7 +18,7 @@ from pfbench import ConfigError
 
 @dataclass
 class InstanceConfig:
-    kind: str = "random"  # random | smoothed | file
+    kind: str = "random"  # random | smoothed | file | wds (one-layer ReLU recipe of Wu-Dimakis-Sanghavi)
     sigma: float = 0.1
     base: str = "random"  # random | zero | file
     path: str | None = None
@@ -29,9 +29,12 @@ class InstanceConfig:
 class DataConfig:
     name: str = "quadratic"
     latent_dim: int = 5
-    out_dim: int = 20
-    n_train: int = 10000
+    out_dim: int | None = 20  # data=file: null = from the file
+    n_train: int | None = 10000  # data=file: null = every row not held out
     n_test: int = 2000
+    path: str | None = None  # data=file: the sample matrix
+    key: str | None = None  # data=file: array name inside .npz / .pt
+    family: str | None = None  # data=file: the family believed to have generated the samples
     degree: int | None = None
     rank: int | None = None
     hidden: list[int] | None = None
@@ -131,8 +134,20 @@ def validate(cfg: DictConfig) -> DictConfig:
     _check(isinstance(cfg.threads, int) and cfg.threads >= 1, f"threads={cfg.threads} must be an integer >= 1")
     _check(cfg.device in ("cpu", "cuda"), f"device='{cfg.device}' must be cpu or cuda")
     _check(d.latent_dim >= 1, f"data.latent_dim={d.latent_dim} must be >= 1")
-    _check(d.out_dim >= 1, f"data.out_dim={d.out_dim} must be >= 1")
-    _check(d.n_train > 0, f"data.n_train={d.n_train} must be > 0 (number of training samples)")
+    if d.name == "file":
+        _check(bool(d.path), "data=file needs data.path=/path/to/samples (.npy/.npz/.csv/.pt)")
+        from pfbench.families import FAMILIES
+
+        _check(d.family is None or d.family in FAMILIES,
+               f"data.family='{d.family}' is not one of {sorted(FAMILIES)} (or null)")
+        _check(m.kind == "estimator" or m.generator == "mlp" or d.family is not None,
+               "data=file has no known family for model.generator=family; set model.generator=mlp "
+               "or data.family=<the family you believe generated the samples>")
+    else:
+        _check(d.out_dim is not None and d.out_dim >= 1, f"data.out_dim={d.out_dim} must be >= 1")
+        _check(d.n_train is not None, f"data.n_train must be set for data={d.name}")
+    _check(d.out_dim is None or d.out_dim >= 1, f"data.out_dim={d.out_dim} must be >= 1")
+    _check(d.n_train is None or d.n_train > 0, f"data.n_train={d.n_train} must be > 0 (number of training samples)")
     _check(d.n_test >= 2, f"data.n_test={d.n_test} must be >= 2 (held-out samples for the evaluation)")
     _check(d.instance.sigma >= 0, f"data.instance.sigma={d.instance.sigma} must be >= 0 (a noise level)")
     _check(m.kind in ("gan", "vae", "estimator"), f"model.kind='{m.kind}' must be gan, vae or estimator")

@@ -25,7 +25,7 @@ from pfbench import CONF_DIR, ConfigError
 from pfbench.config import validate
 from pfbench.families import make_instance
 from pfbench.io import check_writable, save_checkpoint, write_json
-from pfbench.seeding import torch_generator
+from pfbench.seeding import numpy_generator, torch_generator
 
 FAMILY_KEYS = ("degree", "rank", "hidden", "bias", "output_relu")
 
@@ -43,9 +43,23 @@ def fingerprint(cfg: DictConfig) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def family_of(d: DictConfig) -> str | None:
+    """The family a generator or estimator should take: the data's, or data.family for data=file."""
+    return d.family if d.name == "file" else d.name
+
+
 def make_data(cfg: DictConfig):
-    """The true pushforward and its train / held-out test samples (float64), all from the seed."""
+    """The true pushforward (None for the user's samples) and train / held-out test samples (float64)."""
     d = cfg.data
+    if d.name == "file":
+        from pfbench.userdata import load_samples, split_samples
+
+        x = load_samples(d.path, d.key)
+        x_train, x_test = split_samples(
+            x, n_test=d.n_test, n_train=d.n_train, min_train=max(2, cfg.model.train.batch_size // 8),
+            generator=numpy_generator(cfg.seed, "file_split"), path=d.path, out_dim=d.out_dim)
+        d.out_dim = int(x.shape[1])
+        return None, x_train, x_test
     inst = cfg.data.instance
     truth = make_instance(d.name, d.latent_dim, d.out_dim, kind=inst.kind, sigma=inst.sigma, base=inst.base,
                           path=inst.path, kappa=inst.kappa, generator=torch_generator(cfg.seed, "instance"),
@@ -84,11 +98,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     timing: dict[str, float] = {}
     try:
         truth, x_train, x_test = make_data(cfg)
+        record["out_dim"], record["n_train"] = d.out_dim, int(x_train.shape[0])
+        fam = family_of(d)
         fkw = family_kwargs(d)
         if m.kind == "estimator":
             from pfbench.recovery import make_estimator
 
-            est = make_estimator(m.name, d.name, latent_dim=d.latent_dim, out_dim=d.out_dim, seed=cfg.seed,
+            est = make_estimator(m.name, fam or "file", latent_dim=d.latent_dim, out_dim=d.out_dim, seed=cfg.seed,
                                  family_kwargs=fkw, params=OmegaConf.to_container(m.params, resolve=True))
             t0 = time.perf_counter()
             est.fit(x_train.numpy())
@@ -97,16 +113,16 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             record["fit"] = {k: v for k, v in est.info_.items() if "time" not in k}
             timing.update({f"fit_{k}" if not k.startswith("fit") else k: v
                            for k, v in est.info_.items() if "time" in k})
-            if hasattr(est, "extra_metrics"):
+            if hasattr(est, "extra_metrics") and truth is not None:
                 record["fit"].update(est.extra_metrics(truth, x_train.numpy()))
             record["status"] = "completed" if est.info_.get("converged", True) else "not_converged"
-            save_checkpoint(run_dir / "generator.pt", generator_record(model, d.name, fkw))
+            save_checkpoint(run_dir / "generator.pt", generator_record(model, fam, fkw))
             history: list[dict] = []
         else:
             from pfbench.models import build_trainer
             from pfbench.training import train
 
-            trainer = build_trainer(m, family=d.name, latent_dim=d.latent_dim, out_dim=d.out_dim,
+            trainer = build_trainer(m, family=fam, latent_dim=d.latent_dim, out_dim=d.out_dim,
                                     family_kwargs=fkw, seed=cfg.seed)
             for mod in trainer.modules().values():
                 mod.to(device)
@@ -121,7 +137,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             record.update(status=res.status, steps=res.steps, reason=res.reason,
                           diverged_step=res.diverged_step, resumed_from=res.resumed_from)
             if res.status == "completed":
-                save_checkpoint(run_dir / "generator.pt", generator_record(model, d.name, fkw))
+                save_checkpoint(run_dir / "generator.pt", generator_record(model, fam, fkw))
 
         if record["status"] == "diverged":
             metrics: dict[str, Any] = {"eval_status": f"skipped: run diverged ({record['reason']})"}

@@ -49,15 +49,24 @@ def build_family(name: str, latent_dim: int, out_dim: int, dtype: torch.dtype = 
 
 def make_instance(name: str, latent_dim: int, out_dim: int, *, kind: str = "random", sigma: float = 0.0,
                   base: str = "random", path: str | None = None, generator: torch.Generator,
-                  dtype: torch.dtype = torch.float64, **kwargs: Any) -> Pushforward:
+                  kappa: float | None = None, dtype: torch.dtype = torch.float64, **kwargs: Any) -> Pushforward:
     """The true distribution F*: ``random``, ``smoothed`` (base + N(0, sigma^2) per entry) or ``file``.
 
     ``base`` (for smoothed) is ``random`` (a random instance), ``zero`` (all parameters 0, so the
     instance is pure Gaussian noise of scale sigma) or ``file`` (parameters from ``path``).
     """
+    if kind == "wds":  # Wu-Dimakis-Sanghavi Figure 1 recipe: W with condition number kappa of W W^T
+        if name != "relu":
+            raise ConfigError(f"data.instance.kind=wds is the one-layer ReLU recipe; it does not apply to {name}")
+        from pfbench.families.relu_instances import wds_instance
+
+        model = wds_instance(out_dim, latent_dim, 1.0 if kappa is None else float(kappa), generator=generator)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
     model = build_family(name, latent_dim, out_dim, dtype=dtype, **kwargs)
     if kind not in {"random", "smoothed", "file"}:
-        raise ConfigError(f"data.instance.kind='{kind}' is not one of random, smoothed, file")
+        raise ConfigError(f"data.instance.kind='{kind}' is not one of random, smoothed, file, wds")
     if sigma is None or float(sigma) < 0:
         raise ConfigError(f"data.instance.sigma={sigma} must be >= 0 (it is a noise level)")
     src = base if kind == "smoothed" else kind
