@@ -38,8 +38,26 @@ def records(path: str | Path):
             buf = b""
 
 
+def wait_complete(path: str | Path, timeout: float = 20.0) -> None:
+    """Wait until the run's ``exit`` record is on disk: W&B's service process writes the file
+    asynchronously and may still be flushing after ``run.finish()`` returns."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if any(r.WhichOneof("record_type") == "exit" for r in records(path)):
+                time.sleep(0.2)  # records after exit (final summary) follow immediately
+                return
+        except Exception:  # a record half-written right now
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{path}: no exit record after {timeout} s")
+
+
 def summary_config_history(path: str | Path) -> tuple[dict, dict, list[dict]]:
     """Final summary values, config values (with run group and job type) and history rows."""
+    wait_complete(path)
     summary: dict = {}
     config: dict = {}
     history: list[dict] = []
