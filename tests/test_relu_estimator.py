@@ -1,0 +1,247 @@
+"""Wu-Dimakis-Sanghavi estimator: truncated-normal algebra, MLE solvers, angle identity, paper metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from scipy.integrate import quad
+
+from pfbench import CONF_DIR, ConfigError
+from pfbench.families.relu import OneLayerReLUPushforward
+from pfbench.families.relu_instances import wds_instance, wds_singular_values
+from pfbench.recovery import make_estimator
+from pfbench.recovery.relu_estimator import (
+    V1_BOUNDS,
+    V2_BOUND,
+    ReLUMomentEstimator,
+    gaussian_kl,
+    psd_rank_k,
+    relu_paper_metrics,
+    truncnorm_log_partition,
+    truncnorm_mle_newton,
+    truncnorm_stats,
+    tv_proxy,
+)
+from pfbench.seeding import numpy_generator, torch_generator
+
+
+def _quad_moments(v1: float, v2: float, c: float) -> np.ndarray:
+    """[log Z, E y, E y^2, E y^3, E y^4] of p(y) ~ exp(-v1 y^2/2 + v2 y) on (c, inf), by quadrature."""
+    mu = v2 / v1
+    shift = -0.5 * v1 * max(c, mu) ** 2 + v2 * max(c, mu)  # the log-density maximum, for scaling
+
+    def f(y: float, j: int) -> float:
+        return y**j * math.exp(-0.5 * v1 * y * y + v2 * y - shift)
+
+    z = quad(f, c, math.inf, args=(0,), epsabs=0, epsrel=1e-12, limit=200)[0]
+    mom = [quad(f, c, math.inf, args=(j,), epsabs=0, epsrel=1e-12, limit=200)[0] / z for j in range(1, 5)]
+    return np.array([math.log(z) + shift, *mom])
+
+
+CASES = [(1.0, 0.0, -1.3), (0.4, -0.5, -1.32), (2.5, 2.0, -0.7), (0.5, 1.5, -3.0), (3.0, -3.0, -1.0)]
+
+
+@pytest.mark.parametrize("v1,v2,c", CASES)
+def test_truncnorm_stats_match_quadrature(v1: float, v2: float, c: float) -> None:
+    logz, m1, m2, m3, m4 = _quad_moments(v1, v2, c)
+    v, cc = np.array([[v1, v2]]), np.array([c])
+    assert abs(truncnorm_log_partition(v, cc)[0] - logz) <= 1e-10
+    mean, cov = truncnorm_stats(v, cc)
+    assert abs(mean[0, 0] + 0.5 * m2) <= 1e-10 * (1 + m2)
+    assert abs(mean[0, 1] - m1) <= 1e-10 * (1 + abs(m1))
+    ref = np.array([[0.25 * (m4 - m2 * m2), -0.5 * (m3 - m1 * m2)], [-0.5 * (m3 - m1 * m2), m2 - m1 * m1]])
+    assert np.max(np.abs(cov[0] - ref)) <= 1e-8 * np.max(np.abs(ref))
+
+
+def test_newton_recovers_population_parameters() -> None:
+    # the MLE at the exact population moments of p_{v*} is v* itself (the score vanishes only there)
+    inside = [case for case in CASES if V1_BOUNDS[0] <= case[0] <= V1_BOUNDS[1] and abs(case[1]) <= V2_BOUND]
+    c = np.array([case[2] for case in inside])
+    tbar = np.array([[-0.5 * _quad_moments(*case)[2], _quad_moments(*case)[1]] for case in inside])
+    v, info = truncnorm_mle_newton(c, tbar)
+    assert info["converged"] and info["box_active_coords"] == 0
+    assert 3 <= info["newton_iterations"] <= 15
+    assert np.max(np.abs(v - np.array([case[:2] for case in inside]))) <= 1e-7
+
+
+def test_newton_on_the_box_boundary_satisfies_kkt() -> None:
+    # v* = (0.15, -1) lies below the box (v1 >= 1/3): the constrained maximizer sits on v1 = 1/3
+    c = np.array([-1.0])
+    q = _quad_moments(0.15, -1.0, -1.0)
+    tbar = np.array([[-0.5 * q[2], q[1]]])
+    v, info = truncnorm_mle_newton(c, tbar)
+    assert info["box_active_coords"] == 1
+    assert abs(v[0, 0] - V1_BOUNDS[0]) <= 1e-9
+    grad = tbar[0] - truncnorm_stats(v, c)[0][0]
+    assert -1e3 <= grad[0] < 0  # l would still increase by lowering v1: the bound is active
+    assert abs(grad[1]) <= 1e-6  # v2 is interior: stationary along it
+    # no point of a fine grid on the box beats it
+    g1, g2 = np.meshgrid(np.linspace(*V1_BOUNDS, 121), np.linspace(-V2_BOUND, V2_BOUND, 121))
+    grid = np.stack([g1.ravel(), g2.ravel()], -1)
+    ll = (grid * tbar[0]).sum(-1) - truncnorm_log_partition(grid, np.full(len(grid), -1.0))
+    best = float((v[0] * tbar[0]).sum() - truncnorm_log_partition(v, c)[0])
+    assert 0 <= best - ll.max() <= 1e-2
+
+
+@pytest.mark.parametrize("theta", [0.3, 1.2, 2.5])
+def test_angle_identity_by_simulation(theta: float) -> None:
+    # P[x_1 > b_1, x_2 > b_2] = P[<w_1, z> > 0, <w_2, z> > 0] = (pi - theta)/(2 pi), any norms, b >= 0
+    W = torch.tensor([[1.3, 0.0, 0.0], [0.7 * math.cos(theta), 0.7 * math.sin(theta), 0.0]],
+                     dtype=torch.float64)
+    b = torch.tensor([0.4, 0.0], dtype=torch.float64)
+    G = OneLayerReLUPushforward(3, 2, dtype=torch.float64).set_params({"W": W, "b": b}).requires_grad_(False)
+    n = 200_000
+    x = G.sample(n, torch_generator(1, f"angle{theta}")).numpy()
+    p_hat = np.mean((x[:, 0] > 0.4) & (x[:, 1] > 0.0))
+    p = (math.pi - theta) / (2 * math.pi)
+    assert abs(p_hat - p) <= 4.5 * math.sqrt(p * (1 - p) / n)
+
+
+def _fit(d: int, k: int, n: int, seed: int, **kw) -> tuple[ReLUMomentEstimator, OneLayerReLUPushforward]:
+    truth = wds_instance(d, k, kw.pop("kappa", 1.0), torch_generator(seed, "instance"))
+    X = truth.sample(n, torch_generator(seed, "train"))
+    est = ReLUMomentEstimator(latent_dim=k, out_dim=d, seed=seed, **kw).fit(X)
+    return est, truth
+
+
+def test_estimator_recovers_bias_norms_and_gram() -> None:
+    est, truth = _fit(4, 4, 100_000, seed=3)
+    W, b = truth.W.numpy(), truth.b.numpy()
+    # tolerances: about 1.5x the largest value over seeds 0..19 (b max error 0.052, norms 0.024,
+    # sigma error 0.011..0.041, bias error 0.002..0.027, TV proxy 0.016..0.061)
+    assert np.max(np.abs(est.b_ - b)) <= 0.08
+    assert np.max(np.abs(est.row_norms_ - np.linalg.norm(W, axis=1))) <= 0.04
+    m = est.extra_metrics(truth)
+    assert 2e-3 <= m["sigma_error"] <= 0.06
+    assert 2e-4 <= m["bias_error"] <= 0.045
+    assert 2e-3 <= m["tv_proxy"] <= 0.1
+    assert m["sigma_error_psd"] == pytest.approx(m["sigma_error"], abs=1e-12)  # PSD here: nothing projected
+    assert est.info_["converged"] and not est.info_["sigma_psd_projected"]
+    # the fitted generator carries the estimate: W_hat W_hat^T = Sigma_hat (k = d, PSD) and b_hat
+    Wh = est.pushforward_.W.numpy()
+    assert np.max(np.abs(Wh @ Wh.T - est.sigma_)) <= 1e-10
+    assert np.array_equal(est.pushforward_.b.numpy(), est.b_)
+    assert est.pushforward_.W.dtype == torch.float64
+
+
+@pytest.mark.slow
+def test_sgd_reference_agrees_with_newton() -> None:
+    newton, truth = _fit(3, 3, 60_000, seed=5)
+    sgd, _ = _fit(3, 3, 60_000, seed=5, solver="sgd")
+    # seeds 0..9: |b_sgd - b_newton| <= 0.089, norms <= 0.050, sigma errors newton <= 0.048, sgd <= 0.148
+    assert np.max(np.abs(sgd.b_ - newton.b_)) <= 0.13
+    assert np.max(np.abs(sgd.row_norms_ - newton.row_norms_)) <= 0.08
+    e_n, e_s = newton.extra_metrics(truth)["sigma_error"], sgd.extra_metrics(truth)["sigma_error"]
+    assert 2e-3 <= e_n <= 0.07 and 5e-3 <= e_s <= 0.22
+    assert sgd.info_["sgd_steps"] == pytest.approx(0.5 * 60_000 / 10, rel=0.1)
+
+
+def test_negative_bias_warns_and_names_coordinates() -> None:
+    G = OneLayerReLUPushforward(2, 3, dtype=torch.float64).set_params(
+        {"W": torch.eye(3, 2, dtype=torch.float64) + 0.5,
+         "b": torch.tensor([0.5, -1.0, 0.0], dtype=torch.float64)}).requires_grad_(False)
+    X = G.sample(20_000, torch_generator(0, "neg"))  # P[x_2 > 0] = P[N(0, 2.5) > 1] = 0.2636
+    with pytest.warns(UserWarning, match=r"coordinates \[1\] are positive in only 0\.26"):
+        est = ReLUMomentEstimator(latent_dim=2, out_dim=3).fit(X)
+    assert est.info_["negative_bias_coords"] == 1 and est.info_["negative_bias_coord_list"] == "1"
+    assert est.b_[1] == 0.0  # clipped
+
+
+def test_gaussian_kl_and_tv_proxy_closed_forms() -> None:
+    one = np.ones(1)
+    # KL(N(0,1) || N(0,4)) = (1/4 - 1 + ln 4)/2, the reverse (4 - 1 - ln 4)/2
+    fwd, rev = 0.5 * (0.25 - 1 + math.log(4)), 0.5 * (4 - 1 - math.log(4))
+    assert abs(gaussian_kl(0 * one, one[None], 0 * one, 4 * one[None]) - fwd) <= 1e-12
+    assert abs(gaussian_kl(0 * one, 4 * one[None], 0 * one, one[None]) - rev) <= 1e-12
+    assert abs(tv_proxy(0 * one, one[None], 0 * one, 4 * one[None]) - math.sqrt(fwd / 2)) <= 1e-12
+    # mean shift 1 in unit variance: KL = 1/2 both ways, proxy 1/2
+    assert abs(tv_proxy(0 * one, one[None], one, one[None]) - 0.5) <= 1e-12
+    # a singular covariance: mutually singular Gaussians, proxy capped at the TV maximum 1
+    assert tv_proxy(np.zeros(2), np.eye(2), np.zeros(2), np.diag([1.0, 0.0])) == 1.0
+
+
+def test_paper_metrics_are_gauge_invariant_and_vanish_at_truth() -> None:
+    rng = numpy_generator(0, "metrics")
+    W, b = rng.normal(size=(5, 3)), np.abs(rng.normal(size=5))
+    U = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    sig_hat, b_hat = W @ W.T + 0.01 * np.eye(5), b + 0.02
+    m1, m2 = relu_paper_metrics(W, b, sig_hat, b_hat), relu_paper_metrics(W @ U, b, sig_hat, b_hat)
+    for key in m1:
+        assert abs(m1[key] - m2[key]) <= 1e-12
+    wf2 = np.sum(W * W)
+    assert abs(m1["sigma_error"] - 0.01 * math.sqrt(5) / wf2) <= 1e-12
+    assert abs(m1["bias_error"] - 0.02 * math.sqrt(5) / math.sqrt(wf2)) <= 1e-12
+    zero = relu_paper_metrics(W, b, (W @ U) @ (W @ U).T, b)
+    assert zero["sigma_error"] <= 1e-14 and zero["bias_error"] == 0.0
+
+
+def test_psd_rank_k_projects_and_truncates() -> None:
+    rng = numpy_generator(1, "psd")
+    Q = np.linalg.qr(rng.normal(size=(4, 4)))[0]
+    S = Q @ np.diag([3.0, 1.0, 0.2, -0.5]) @ Q.T
+    W, min_eig = psd_rank_k(S, 4)
+    assert abs(min_eig + 0.5) <= 1e-12
+    assert np.max(np.abs(W @ W.T - Q @ np.diag([3.0, 1.0, 0.2, 0.0]) @ Q.T)) <= 1e-12
+    W2, _ = psd_rank_k(S, 2)  # Eckart-Young: the top two eigenpairs
+    assert np.max(np.abs(W2 @ W2.T - Q @ np.diag([3.0, 1.0, 0.0, 0.0]) @ Q.T)) <= 1e-12
+    W6, _ = psd_rank_k(S, 6)  # k > d: zero columns
+    assert W6.shape == (4, 6) and np.all(W6[:, 4:] == 0)
+
+
+def test_non_psd_estimate_is_projected_and_flagged() -> None:
+    # the reference SGD at n = 20k on a kappa = 25 instance: its raw Sigma_hat is not PSD (seed checked)
+    est, truth = _fit(5, 5, 20_000, seed=0, solver="sgd", kappa=25.0)
+    lam = np.linalg.eigvalsh(est.sigma_)
+    assert est.info_["sigma_psd_projected"] == bool(lam[0] < 0)
+    assert abs(est.info_["sigma_min_eig"] - lam[0]) <= 1e-12
+    assert est.info_["sigma_psd_projected"]
+    assert np.linalg.eigvalsh(est.sigma_psd_)[0] >= -1e-12
+    m = est.extra_metrics(truth)
+    assert m["sigma_error_psd"] <= m["sigma_error"] + 1e-12  # projecting onto the PSD cone only gets closer
+    assert 0.0 < m["tv_proxy"] <= 1.0
+
+
+def test_wds_instance_recipe() -> None:
+    G = wds_instance(6, 4, 9.0, torch_generator(2, "instance"))
+    W, b = G.W.numpy(), G.b.numpy()
+    assert G.W.dtype == torch.float64 and not G.W.requires_grad
+    ev = np.sort(np.linalg.eigvalsh(W @ W.T))[::-1][:4]
+    assert np.max(np.abs(ev - wds_singular_values(4, 9.0) ** 2)) <= 1e-12
+    assert abs(ev[0] / ev[-1] - 9.0) <= 1e-9
+    assert np.all(b >= 0)
+    again = wds_instance(6, 4, 9.0, torch_generator(2, "instance"))
+    assert torch.equal(again.W, G.W) and torch.equal(again.b, G.b)
+    with pytest.raises(ConfigError, match="k=7 > d=6"):
+        wds_instance(6, 7, 1.0, torch_generator(0, "x"))
+    with pytest.raises(ConfigError, match="kappa=0.5"):
+        wds_instance(6, 4, 0.5, torch_generator(0, "x"))
+
+
+def test_bad_inputs_raise_one_line_errors() -> None:
+    X = np.abs(numpy_generator(0, "bad").normal(size=(100, 3)))
+    with pytest.raises(ConfigError, match="negative entries"):
+        ReLUMomentEstimator(latent_dim=3, out_dim=3).fit(X - 1.0)
+    with pytest.raises(ConfigError, match=r"expected \(n, 4\)"):
+        ReLUMomentEstimator(latent_dim=3, out_dim=4).fit(X)
+    with pytest.raises(ConfigError, match="solver='lbfgs'"):
+        ReLUMomentEstimator(latent_dim=3, out_dim=3, solver="lbfgs").fit(X)
+    X[:, 2] = 0.0
+    X[:3, 2] = 1.0
+    with pytest.raises(ConfigError, match=r"coordinates \[2\] have fewer than 10 positive"):
+        ReLUMomentEstimator(latent_dim=3, out_dim=3).fit(X)
+    with pytest.raises(TypeError):
+        ReLUMomentEstimator(latent_dim=3, out_dim=3, step=1)
+
+
+def test_model_config_constructs_through_the_registry() -> None:
+    cfg = yaml.safe_load((CONF_DIR / "model" / "relu_moments.yaml").read_text())
+    assert cfg["name"] == "relu_moments" and cfg["kind"] == "estimator"
+    est = make_estimator("relu_moments", "relu", latent_dim=3, out_dim=3, seed=0, params=cfg["params"])
+    assert isinstance(est, ReLUMomentEstimator) and est.solver == "newton"
+    truth = wds_instance(3, 3, 1.0, torch_generator(0, "instance"))
+    est.fit(truth.sample(30_000, torch_generator(0, "train")))
+    assert 5e-3 <= est.extra_metrics(truth)["sigma_error"] <= 0.12  # seeds 0..9: 0.019..0.079
