@@ -21,6 +21,7 @@ from pfbench.metrics.distances import (
     mmd2_unbiased,
     neural_net_distance,
     sliced_wasserstein,
+    true_atoms,
     wasserstein,
     wasserstein_1d,
     wasserstein_result,
@@ -251,3 +252,24 @@ def test_birthday_estimates_discrete_support_and_passes_truth():
     # a true sample with an atom gives threshold 0: the test says it does not apply
     atom = birthday_support(collapsed, 0.0, max_batch=100, generator=rng(2))
     assert atom["support_size"] is None and "not applicable" in atom["support_status"]
+
+
+def test_birthday_sets_true_atoms_aside():
+    # A truth with an atom at 0 (10 % of its mass), like a ReLU pushforward: exact zeros repeat, yet
+    # a fresh sample of the same distribution must not look like a small support.
+    def sample(n: int, r: np.random.Generator) -> np.ndarray:
+        x = r.standard_normal((n, 6))
+        x[r.random(n) < 0.1] = 0.0
+        return x
+
+    truth = sample(2000, rng(13))
+    atoms = true_atoms(truth)
+    assert atoms.shape == (1, 6) and np.all(atoms == 0.0)
+    tau = collision_threshold(truth)
+    assert 0.0 < tau <= 1.0
+    out = birthday_support(sample(2000, rng(14)), tau, max_batch=400, atoms=atoms, generator=rng(3))
+    assert out["support_size"] is None and "no collision" in out["support_status"]
+    assert 0.07 <= out["support_atom_fraction"] <= 0.13
+    # without setting the atom aside, the zeros collide at once: the naive test would say ~256
+    naive = birthday_support(sample(2000, rng(14)), tau, max_batch=400, generator=rng(3))
+    assert naive["support_size"] is not None and naive["support_size"] <= 1024
