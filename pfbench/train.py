@@ -79,6 +79,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     t_start = time.perf_counter()
     cfg = validate(cfg)
     check_writable(run_dir)
+    if cfg.model.kind == "estimator" and _is_multirun():
+        from pfbench.recovery import ESTIMATORS
+
+        fam = family_of(cfg.data)
+        if (cfg.model.name, fam) not in ESTIMATORS:  # a sweep's product hits it: not an error there
+            rec = {"method": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed, "status": "skipped",
+                   "reason": f"+model={cfg.model.name} does not apply to data={fam}"}
+            write_json(run_dir / "metrics.json", rec)
+            return rec
     torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -201,6 +210,9 @@ def main(cfg: DictConfig) -> dict | None:
             return None
         sys.exit(2)
     status = record["status"]
+    if status == "skipped":
+        print(f"pfbench: skipped: {record['reason']}", file=sys.stderr)
+        return record
     line = f"pfbench: {status}: {record['method']} on {record['data']} -> {run_dir}"
     print(line if record.get("reason") is None else f"{line} ({record['reason']})", file=sys.stderr)
     if status == "failed" and not _is_multirun():
