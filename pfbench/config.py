@@ -88,9 +88,37 @@ class LoggerConfig:
     tags: list[str] = field(default_factory=list)
 
 
-SCHEMAS = {"data": DataConfig, "model": ModelConfig, "logger": LoggerConfig}
+@dataclass
+class InversionTask:
+    """Invert the fitted generator on fresh samples of itself (layerwise LP, Lei et al.)."""
+
+    enabled: bool = False
+    n: int = 20
+    noise_std: float = 1e-6
+    method: str = "lp"  # lp | gd
+
+
+@dataclass
+class CompressedSensingTask:
+    """Recover fresh true samples from m Gaussian measurements through the fitted generator (Bora et al.)."""
+
+    enabled: bool = False
+    ms: list[int] = field(default_factory=lambda: [10, 25, 50, 100, 200])
+    n: int = 10
+    noise_std: float = 0.0
+    restarts: int = 3
+    steps: int = 300
+
+
+@dataclass
+class TasksConfig:
+    inversion: InversionTask = field(default_factory=InversionTask)
+    compressed_sensing: CompressedSensingTask = field(default_factory=CompressedSensingTask)
+
+
+SCHEMAS = {"data": DataConfig, "model": ModelConfig, "logger": LoggerConfig, "tasks": TasksConfig}
 TOP_LEVEL = {"seed", "device", "threads", "resume", "progress", "plots", "data", "model", "eval", "logger",
-             "experiment", "hydra"}
+             "tasks", "experiment", "hydra"}
 
 
 def _valid_keys(schema: type, path: list[str]) -> list[str]:
@@ -128,7 +156,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     _check(not unknown, f"unknown top-level config key(s) {unknown}; valid keys: {sorted(TOP_LEVEL - {'hydra'})}")
     out = OmegaConf.create({k: v for k, v in cfg.items() if k not in SCHEMAS and k != "hydra"})
     for group, schema in SCHEMAS.items():
-        out[group] = _merge(group, schema, cfg[group])
+        out[group] = _merge(group, schema, cfg[group] if group in cfg else {})
     d, m = out.data, out.model
     _check(isinstance(cfg.seed, int) and cfg.seed >= 0, f"seed={cfg.seed} must be an integer >= 0")
     _check(isinstance(cfg.threads, int) and cfg.threads >= 1, f"threads={cfg.threads} must be an integer >= 1")
@@ -165,6 +193,11 @@ def validate(cfg: DictConfig) -> DictConfig:
         for net in ("generator_mlp", "critic", "encoder"):
             n = m[net]
             _check(n.width >= 1 and n.depth >= 0, f"model.{net}: width={n.width} must be >= 1, depth={n.depth} >= 0")
+    inv, cs = out.tasks.inversion, out.tasks.compressed_sensing
+    _check(inv.n >= 1 and inv.noise_std >= 0 and inv.method in ("lp", "gd"),
+           f"tasks.inversion: n={inv.n} must be >= 1, noise_std={inv.noise_std} >= 0, method={inv.method} lp|gd")
+    _check(cs.n >= 1 and cs.noise_std >= 0 and len(cs.ms) > 0 and min(cs.ms) >= 1,
+           f"tasks.compressed_sensing: n={cs.n} >= 1, noise_std={cs.noise_std} >= 0, ms={list(cs.ms)} all >= 1")
     _check(m.generator in ("family", "mlp"), f"model.generator='{m.generator}' must be family or mlp")
     _check(cfg.logger.mode in ("auto", "offline", "online", "disabled"),
            f"logger.mode='{cfg.logger.mode}' must be auto, offline, online or disabled")

@@ -158,6 +158,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             timing["eval_time_s"] = time.perf_counter() - t0
             for k in [k for k in metrics if "time" in k]:
                 timing[k] = metrics.pop(k)
+            metrics.update(run_tasks(cfg, model, truth, timing))
         record["metrics"] = metrics
         if history:
             write_json(run_dir / "history.json", history)
@@ -175,6 +176,36 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     tracker.finish({k: v for k, v in record.items() if k != "timing"} | {"timing": timing},
                    exit_code=0 if record["status"] != "failed" else 1)
     return record
+
+
+def run_tasks(cfg: DictConfig, model, truth, timing: dict) -> dict[str, Any]:
+    """Downstream tasks (tasks.*): inversion of the generator, compressed sensing through it."""
+    out: dict[str, Any] = {}
+    inv, cs = cfg.tasks.inversion, cfg.tasks.compressed_sensing
+    if inv.enabled:
+        from pfbench.families import DeepReLUPushforward, OneLayerReLUPushforward
+
+        if isinstance(model, (DeepReLUPushforward, OneLayerReLUPushforward)):
+            from pfbench.recovery.inversion import inversion_task
+
+            t0 = time.perf_counter()
+            out.update(inversion_task(model, n=inv.n, seed=cfg.seed, noise_std=inv.noise_std, method=inv.method))
+            timing["inversion_time_s"] = time.perf_counter() - t0
+        else:
+            out["inversion_status"] = f"skipped: {type(model).__name__} is not a ReLU generator"
+    if cs.enabled:
+        if truth is None:
+            out["cs_status"] = "skipped: no true distribution to draw signals from (data=file)"
+        else:
+            from pfbench.recovery.compressed_sensing import compressed_sensing_task
+
+            t0 = time.perf_counter()
+            out.update(compressed_sensing_task(model, truth, ms=list(cs.ms), n=cs.n, seed=cfg.seed,
+                                               noise_std=cs.noise_std, restarts=cs.restarts, steps=cs.steps))
+            timing["cs_time_s"] = time.perf_counter() - t0
+    for k in [k for k in out if "time" in k]:
+        timing[k] = out.pop(k)
+    return out
 
 
 def _plots(cfg, run_dir: Path, model, x_test, history, record, tracker) -> None:

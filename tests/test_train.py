@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from pfbench import ConfigError
+from pfbench import CONF_DIR, ConfigError
 from pfbench.config import validate
 from tests.runner import TINY, compose_cfg, metrics, run_cli, run_inprocess
 
@@ -169,3 +169,29 @@ def test_wandb_offline_files_match_metrics(tmp_path):
     logged = [h["train/loss_g"] for h in history if "train/loss_g" in h]
     hist = metrics_history = __import__("json").loads((tmp_path / "history.json").read_text())
     assert logged == pytest.approx([h["loss_g"] for h in metrics_history]) and len(hist) == 3
+
+
+def test_downstream_tasks_run_on_the_fitted_generator(tmp_path):
+    ov = ["+model=wgan", "data=relu_deep", "data.latent_dim=4", "data.hidden=[12]", "data.out_dim=30", *TINY,
+          "tasks.inversion.enabled=true", "tasks.compressed_sensing.enabled=true",
+          "tasks.compressed_sensing.ms=[3,25]", "tasks.compressed_sensing.n=3"]
+    m = run_inprocess(ov, tmp_path)["metrics"]
+    # the generator is expanding (4-12-30) and noise 1e-6: the LP recovers its own latents
+    assert 0 <= m["inversion_rel_error_median"] <= 1e-4
+    assert m["cs_error_m3"] > 0 and m["cs_error_m25"] > 0
+    rec = run_inprocess(["+model=wgan", *TINY, "tasks.inversion.enabled=true"], tmp_path / "q")
+    assert rec["metrics"]["inversion_status"].startswith("skipped: QuadraticPushforward")
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
+def test_every_experiment_config_composes_and_validates(experiment):
+    from pfbench.sweep import count_jobs
+
+    cfg = compose_cfg([f"+experiment={experiment}", "+model=wgan"])
+    params = cfg.hydra.sweeper.params
+    assert params, "an experiment is a sweep"
+    models = str(params.get("+model", "wgan")).split(",")
+    for model in models:
+        validate(compose_cfg([f"+model={model}", f"+experiment={experiment}"]))
+    n = count_jobs([f"{k}={v}" for k, v in params.items()])
+    assert 2 <= n <= 200
