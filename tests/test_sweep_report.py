@@ -38,7 +38,13 @@ def test_smoke_experiment_with_joblib(tmp_path):
     st = _statuses(sweep)
     n_expected = count_jobs(["+model=" + ",".join(_smoke_models()), "data=quadratic,polynomial,relu,relu_deep"])
     assert len(st) == n_expected
-    assert set(st.values()) <= {"completed", "not_converged"}, st
+    from pfbench.recovery import ESTIMATORS
+
+    expected_skips = {f"{m}_{d}" for m in _smoke_models() for d in ("quadratic", "polynomial", "relu", "relu_deep")
+                      if m in {e for e, _ in ESTIMATORS} and (m, d) not in ESTIMATORS}
+    skipped = {name.split("_", 1)[1].rsplit("_s", 1)[0] for name, s in st.items() if s == "skipped"}
+    assert skipped == expected_skips
+    assert {s for s in st.values() if s != "skipped"} <= {"completed", "not_converged"}, st
     assert f"pfbench sweep: {n_expected}/{n_expected} jobs finished" in p.stderr
     out = build_report(sweep, figures=False)
     rows = list(csv.DictReader(open(out / "results.csv")))

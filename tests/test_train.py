@@ -191,7 +191,8 @@ def test_every_experiment_config_composes_and_validates(experiment):
     params = cfg.hydra.sweeper.params
     assert params, "an experiment is a sweep"
     models = str(params.get("+model", "wgan")).split(",")
-    for model in models:
-        validate(compose_cfg([f"+model={model}", f"+experiment={experiment}"]))
+    fixed = [f"{k}={v}" for k, v in params.items() if k != "+model" and "," not in str(v) and "(" not in str(v)]
+    for model in models:  # each model with the sweep's single-valued overrides, as a job gets them
+        validate(compose_cfg([f"+model={model}", *fixed, f"+experiment={experiment}"]))
     n = count_jobs([f"{k}={v}" for k, v in params.items()])
     assert 2 <= n <= 200
