@@ -78,6 +78,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """One (data, method) run inside ``run_dir``; returns the metrics record (also written to disk)."""
     t_start = time.perf_counter()
     cfg = validate(cfg)
+    from pfbench.metrics.evaluate import resolve_eval_config
+
+    resolve_eval_config(cfg.eval, n_test=cfg.data.n_test)  # eval typos / oversized exact W fail now, not after training
     check_writable(run_dir)
     if cfg.model.kind == "estimator" and _is_multirun():
         from pfbench.recovery import ESTIMATORS

@@ -84,6 +84,9 @@ def test_divergence_is_recorded_not_raised(tmp_path):
     ("model.loss=hinge", "model.loss='hinge' is not valid for +model=wgan"),
     ("model.generator=cnn", "model.generator='cnn' must be family or mlp"),
     ("seed=-3", "seed=-3 must be an integer >= 0"),
+    ("+eval.w3.enabled=true", "unknown key eval.w3; valid keys: ["),
+    ("+logger.projekt=x", "unknown config key 'logger.projekt'; valid keys under logger: ["),
+    ("tasks.inversion.n=0", "tasks.inversion: n=0 must be >= 1"),
 ])
 def test_bad_config_one_line_error(override, message, tmp_path):
     from pfbench.train import run
