@@ -616,7 +616,9 @@ def parameter_error(family: str, true: Mapping[str, Any], est: Mapping[str, Any]
       adds ``param_error_layer{i}``.
 
     ``restarts`` and ``seed`` drive the non-convex rotation searches (quadratic, polynomial).
-    Raises :class:`pfbench.ConfigError` for an unknown family, missing keys or mismatched shapes.
+    Raises :class:`pfbench.ConfigError` for an unknown family, missing keys, mismatched shapes or
+    non-finite parameters. Cost: that of the family's function (milliseconds for the default data
+    configs: r = 5, d = 20 quadratic about 0.01-0.05 s; a 20-100-500 deep ReLU net about 0.5 s).
     """
     if family not in GAUGE_FAMILIES:
         raise ConfigError(f"no parameter error for family '{family}'; choose one of {list(GAUGE_FAMILIES)}")
