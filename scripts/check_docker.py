@@ -1,6 +1,7 @@
 """Check that the Docker images install pfbench exactly the way CI does, and lint them.
 
     python scripts/check_docker.py [--root DIR] [--hadolint PATH]
+    python scripts/check_docker.py --lock-cuda     # refresh docker/requirements-cuda.lock (needs PyPI)
 
 Reads docker/Dockerfile (CPU), docker/Dockerfile.cuda, .dockerignore, the Makefile, .ci/run,
 pyproject.toml and requirements.lock under DIR (default: this repository) and fails, exit 1 with one
@@ -13,6 +14,9 @@ pyproject.toml and requirements.lock under DIR (default: this repository) and fa
   package pinned ``==`` to the extra's version, and ``--no-deps``;
 - the CPU image shows pip the PyTorch CPU wheel index (so the lock's ``torch==2.13.0`` resolves to
   the +cpu build), the CUDA image does not;
+- the CUDA image passes docker/requirements-cuda.lock to ``make install`` as PIP_CONSTRAINT (exact
+  pins of the nvidia-*, cuda-* and triton packages PyPI's torch adds, some of which torch requires
+  only as ranges); that file pins nothing requirements.lock pins and was made for the lock's torch;
 - each image ends as a non-root USER, its ENTRYPOINT is the exec form of
   ``<that venv>/bin/python -m pfbench.train``, PFBENCH_OUTPUT_DIR is set and is a VOLUME, and
   WANDB_MODE is not set (W&B must keep detecting credentials);
@@ -48,6 +52,8 @@ INDEX_VARS = ("PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL")
 INSTALL_INPUTS = ("Makefile", "requirements.lock", "pyproject.toml", "pfbench")
 RUNTIME_INPUTS = ("conf",)  # Hydra configs, next to the editable package
 EXTRA = "vision"  # the one optional extra the CUDA image may add
+CUDA_LOCK = "docker/requirements-cuda.lock"  # pins of what the CUDA torch adds (pip constraints)
+BOOTSTRAP = {"pip", "setuptools", "wheel"}  # pinned by the Makefile's first pip step
 
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.!+_-]+)$")
 PIP_EXE = re.compile(r"^pip(\d+(\.\d+)*)?$")
@@ -332,10 +338,24 @@ def landing(copy: Copy, name: str, root: Path) -> str | None:
         if s == name or (("*" in s or "?" in s or "[" in s) and fnmatchcase(name, s)):
             if src.endswith("/") or (root / name).is_dir():  # a directory's contents land in dest
                 return posixpath.normpath(copy.dest)
-            at = posixpath.join(copy.dest, name) if many or "*" in s else copy.dest
+            at = posixpath.join(copy.dest, posixpath.basename(name)) if many or "*" in s else copy.dest
             return posixpath.normpath(at)
         if name.startswith(s + "/"):  # name inside a copied directory
             return posixpath.normpath(posixpath.join(copy.dest, name[len(s) + 1:]))
+    return None
+
+
+def source_of(copies: list[Copy], path: str, before: int, root: Path) -> str | None:
+    """The context file that a COPY before line `before` put at absolute `path`, if any."""
+    for copy in reversed([c for c in copies if c.line < before]):
+        for src in copy.sources:
+            s = posixpath.normpath(src)
+            if s in (".", "/"):
+                rel = posixpath.relpath(path, posixpath.normpath(copy.dest))
+                if not rel.startswith("..") and (root / rel).is_file():
+                    return rel
+            elif not any(ch in s for ch in "*?[") and landing(copy, s, root) == path:
+                return s
     return None
 
 
@@ -348,7 +368,8 @@ class Stage:
     volumes: set[str] = field(default_factory=set)
 
 
-def check_dockerfile(root: Path, rel: str, kind: str, extra: dict[str, str]) -> tuple[list[str], dict]:
+def check_dockerfile(root: Path, rel: str, kind: str, extra: dict[str, str],
+                     lock: dict[str, str]) -> tuple[list[str], dict]:
     """Problems in one Dockerfile, and facts for the summary."""
     problems: list[str] = []
     text = (root / rel).read_text()
@@ -460,6 +481,18 @@ def check_dockerfile(root: Path, rel: str, kind: str, extra: dict[str, str]) -> 
                     "PIP_INDEX_URL) at `make install`: the lock's torch would resolve to PyPI's CUDA build")
         if kind == "cuda" and CPU_INDEX in index:
             p(line, "pip sees the PyTorch CPU index at `make install`: torch would resolve to the +cpu build")
+        constraint = env.get("PIP_CONSTRAINT", "").split()
+        for c in constraint:
+            src = source_of(copies, posixpath.normpath(posixpath.join(directory, c)), line, root)
+            if src is None:
+                p(line, f"PIP_CONSTRAINT={c} is not a file COPYed into the image before `make install`")
+            else:
+                problems.extend(check_constraints(root, src, lock))
+                facts["constraints"] = src
+        if kind == "cuda" and not constraint:
+            p(line, f"`make install` runs without PIP_CONSTRAINT ({CUDA_LOCK}): torch's CUDA "
+                    "requirements include ranges (cuda-bindings, cuda-pathfinder, nvidia-nvjitlink), two "
+                    "builds could differ")
 
     # Runtime: non-root user, the entry point in the install's venv, outputs on a volume.
     if final.user is None:
@@ -617,24 +650,101 @@ def check_makefile_and_ci(root: Path) -> tuple[list[str], str | None]:
     return problems, stamp
 
 
-def check_lock(root: Path) -> list[str]:
-    problems = []
-    pins = {}
-    for no, line in enumerate((root / "requirements.lock").read_text().splitlines(), 1):
+def read_pins(root: Path, rel: str) -> tuple[dict[str, tuple[int, str]], list[str]]:
+    """{canonical name: (line, version)} of a pin file, and its malformed or local-label lines."""
+    problems, pins = [], {}
+    for no, line in enumerate((root / rel).read_text().splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
         m = PIN.match(line)
         if not m:
-            problems.append(f"requirements.lock:{no}: `{line}` is not an exact `name==version` pin")
+            problems.append(f"{rel}:{no}: `{line}` is not an exact `name==version` pin")
             continue
         if "+" in m.group(2):
-            problems.append(f"requirements.lock:{no}: `{line}` has a local version label: pin the public "
+            problems.append(f"{rel}:{no}: `{line}` has a local version label: pin the public "
                             "version so the CPU and the CUDA image can both resolve it")
-        pins[canon(m.group(1))] = m.group(2)
+        pins[canon(m.group(1))] = (no, m.group(2))
+    return pins, problems
+
+
+def check_lock(root: Path) -> tuple[dict[str, str], list[str]]:
+    pins, problems = read_pins(root, "requirements.lock")
     if "torch" not in pins:
         problems.append("requirements.lock: torch is not pinned")
+    return {k: v for k, (_, v) in pins.items()}, problems
+
+
+def check_constraints(root: Path, rel: str, lock: dict[str, str]) -> list[str]:
+    """A CUDA lock used as pip constraints: exact pins, nothing the main lock pins, same torch."""
+    if not (root / rel).is_file():
+        return [f"{rel}: missing"]
+    pins, problems = read_pins(root, rel)
+    for name, (no, version) in pins.items():
+        if name in lock:
+            problems.append(f"{rel}:{no}: `{name}=={version}` is already pinned by requirements.lock; this "
+                            "file may only pin what the CUDA build of torch adds")
+    made_for = re.search(r"^#\s*for torch==(\S+)\s*$", (root / rel).read_text(), re.M)
+    if made_for is None or made_for.group(1) != lock.get("torch"):
+        found = f"torch=={made_for.group(1)}" if made_for else "no `# for torch==` line"
+        problems.append(f"{rel}: made for {found}, requirements.lock pins torch=={lock.get('torch')}: "
+                        "refresh it with `python scripts/check_docker.py --lock-cuda`")
     return problems
+
+
+def cuda_lock_text(report: dict, lock: dict[str, str]) -> str:
+    """The CUDA lock from a `pip install --dry-run --report` of requirements.lock against PyPI."""
+    got = {canon(i["metadata"]["name"]): i["metadata"]["version"] for i in report["install"]}
+    if got.get("torch") != lock.get("torch"):
+        raise ValueError(f"pip resolved torch {got.get('torch')}, the lock pins {lock.get('torch')}: "
+                         "resolve against PyPI only (no CPU index, no find-links)")
+    added = {k: v for k, v in got.items() if k not in lock and k not in BOOTSTRAP}
+    if not any(k.startswith("nvidia-") for k in added):
+        raise ValueError("no nvidia-* packages resolved: not PyPI's CUDA torch, or not Linux x86_64")
+    header = (
+        "# CUDA image only: exact versions of what PyPI's CUDA build of torch adds to requirements.lock.\n"
+        "# docker/Dockerfile.cuda hands this file to `make install` as pip constraints (PIP_CONSTRAINT):\n"
+        "# it pins, never adds, packages. Several of torch's CUDA requirements are ranges (cuda-bindings,\n"
+        "# cuda-pathfinder, nvidia-nvjitlink, nvidia-* ==X.*), so without it two builds could differ.\n"
+        "# Refresh after `make lock`, on Linux x86_64 with Python 3.11 and access to PyPI:\n"
+        "#   .venv/bin/python scripts/check_docker.py --lock-cuda\n"
+        f"# for torch=={lock['torch']}\n"
+    )
+    return header + "".join(f"{k}=={v}\n" for k, v in sorted(added.items()))
+
+
+def lock_cuda(root: Path, index_url: str) -> int:
+    """Write CUDA_LOCK: resolve requirements.lock against PyPI (metadata only, nothing installed)."""
+    import platform
+    import tempfile
+
+    if sys.platform != "linux" or platform.machine() != "x86_64" or sys.version_info[:2] != (3, 11):
+        print("--lock-cuda: run on Linux x86_64 with Python 3.11, the image's platform (pip evaluates "
+              "torch's platform markers for the running interpreter)")
+        return 1
+    lock, problems = check_lock(root)
+    if problems:
+        print("\n".join(problems))
+        return 1
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull}
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        res = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+             "--report", str(report), "--index-url", index_url, "-r", str(root / "requirements.lock")],
+            env=env, capture_output=True, text=True)
+        if res.returncode != 0:
+            print(f"--lock-cuda: pip failed:\n{res.stderr[-3000:]}")
+            return 1
+        try:
+            text = cuda_lock_text(json.loads(report.read_text()), lock)
+        except ValueError as e:
+            print(f"--lock-cuda: {e}")
+            return 1
+    (root / CUDA_LOCK).write_text(text)
+    pins = [ln for ln in text.splitlines() if not ln.startswith("#")]
+    print(f"--lock-cuda: wrote {CUDA_LOCK}: {len(pins)} pins for torch=={lock['torch']}")
+    return 0
 
 
 def vision_extra(root: Path) -> dict[str, str]:
@@ -680,8 +790,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1])
     ap.add_argument("--hadolint", help="hadolint executable (default: .venv/bin/hadolint, then PATH)")
+    ap.add_argument("--lock-cuda", action="store_true",
+                    help=f"rewrite {CUDA_LOCK} from requirements.lock resolved against PyPI, then stop")
+    ap.add_argument("--index-url", default="https://pypi.org/simple", help="index for --lock-cuda")
     args = ap.parse_args(argv)
     root = args.root.resolve()
+    if args.lock_cuda:
+        return lock_cuda(root, args.index_url)
 
     problems: list[str] = []
     for rel in ("Makefile", ".ci/run", "pyproject.toml", "requirements.lock", *DOCKERFILES):
@@ -694,12 +809,14 @@ def main(argv: list[str] | None = None) -> int:
     extra = vision_extra(root)
     if not extra:
         problems.append(f"pyproject.toml: no `{EXTRA}` extra with == pins")
+    lock, lock_problems = check_lock(root)
     facts = {}
     for rel, kind in DOCKERFILES.items():
-        found, facts[rel] = check_dockerfile(root, rel, kind, extra)
+        found, facts[rel] = check_dockerfile(root, rel, kind, extra, lock)
         problems += found
     make_problems, stamp = check_makefile_and_ci(root)
-    problems += make_problems + check_lock(root)
+    # (dict.fromkeys: a problem in a file both images use is reported once)
+    problems = list(dict.fromkeys(problems + make_problems + lock_problems))
 
     exe = find_hadolint(root, args.hadolint)
     if exe is None:
@@ -716,7 +833,8 @@ def main(argv: list[str] | None = None) -> int:
     cuda = facts["docker/Dockerfile.cuda"]
     print(f"check_docker: OK: {', '.join(DOCKERFILES)} run `make install` in {cuda.get('install_dir')} "
           f"(stamp {stamp} <- requirements.lock, the one .ci/run's `make test` uses); CPU via the "
-          f"{CPU_INDEX} index; CUDA extra: {' '.join(cuda['extras']) or 'none'} --no-deps; "
+          f"{CPU_INDEX} index; CUDA: constraints {cuda.get('constraints')}, extra "
+          f"{' '.join(cuda['extras']) or 'none'} --no-deps; "
           f"USER {facts['docker/Dockerfile'].get('user')}; hadolint {version} clean")
     return 0
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FILES = ["docker/Dockerfile", "docker/Dockerfile.cuda", ".dockerignore", "Makefile", ".ci/run",
-         "pyproject.toml", "requirements.lock"]
+FILES = ["docker/Dockerfile", "docker/Dockerfile.cuda", "docker/requirements-cuda.lock", ".dockerignore",
+         "Makefile", ".ci/run", "pyproject.toml", "requirements.lock"]
 HADOLINT = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
 
 spec = importlib.util.spec_from_file_location("check_docker", REPO / "scripts/check_docker.py")
@@ -57,6 +57,7 @@ def test_real_files_pass(capsys):
     assert rc == 0, "\n".join(out)
     assert len(out) == 1 and out[0].startswith("check_docker: OK: ")
     for fact in ("run `make install` in /app", "stamp .venv/.installed", "torchvision==0.28.0 --no-deps",
+                 "constraints docker/requirements-cuda.lock",
                  "USER 1000:1000", "hadolint 2.15.1 clean", "download.pytorch.org/whl/cpu"):
         assert fact in out[0]
 
@@ -172,11 +173,57 @@ def test_lock_with_local_label_and_dockerignored_inputs(tree, capsys):
     with open(tree / ".dockerignore", "a") as f:
         f.write("requirements.lock\n")
     rc, out = run_check(tree, capsys)
-    assert rc == 1 and len(out) == 3, out
+    assert rc == 1 and len(out) == 4, out
     assert out[0].startswith("docker/Dockerfile:") and out[1].startswith("docker/Dockerfile.cuda:")
     assert all("COPY source `requirements.lock` is excluded by .dockerignore" in s for s in out[:2])
-    assert out[2].startswith("requirements.lock:")
-    assert "`torch==2.13.0+cpu` has a local version label" in out[2]
+    # the CUDA constraints were made for the public torch pin, so they are reported stale too
+    assert out[2].startswith("docker/requirements-cuda.lock: made for torch==2.13.0, requirements.lock "
+                             "pins torch==2.13.0+cpu")
+    assert out[3].startswith("requirements.lock:")
+    assert "`torch==2.13.0+cpu` has a local version label" in out[3]
+
+
+@needs_hadolint
+def test_cuda_image_needs_its_constraints(tree, capsys):
+    edit(tree / "docker/Dockerfile.cuda", "ARG PIP_CONSTRAINT=/app/docker/requirements-cuda.lock\n", "")
+    rc, out = run_check(tree, capsys)
+    assert rc == 1 and len(out) == 1
+    assert out[0].startswith("docker/Dockerfile.cuda:")
+    assert "`make install` runs without PIP_CONSTRAINT (docker/requirements-cuda.lock)" in out[0]
+
+
+@needs_hadolint
+def test_cuda_constraints_may_not_repin_the_lock_or_go_stale(tree, capsys):
+    cuda_lock = tree / "docker/requirements-cuda.lock"
+    edit(cuda_lock, "# for torch==2.13.0\n", "# for torch==2.12.0\nnumpy==1.26.4\n")
+    rc, out = run_check(tree, capsys)
+    numpy_line = cuda_lock.read_text().splitlines().index("numpy==1.26.4") + 1
+    assert (rc, out) == (1, [
+        f"docker/requirements-cuda.lock:{numpy_line}: `numpy==1.26.4` is already pinned by "
+        "requirements.lock; this file may only pin what the CUDA build of torch adds",
+        "docker/requirements-cuda.lock: made for torch==2.12.0, requirements.lock pins torch==2.13.0: "
+        "refresh it with `python scripts/check_docker.py --lock-cuda`",
+    ])
+
+
+def test_cuda_lock_text_from_a_pip_report():
+    def item(name, version):
+        return {"metadata": {"name": name, "version": version}}
+
+    lock = {"torch": "2.13.0", "numpy": "2.4.6"}
+    report = {"install": [item("torch", "2.13.0"), item("numpy", "2.4.6"), item("nvidia_cublas", "13.1.1.3"),
+                          item("triton", "3.7.1"), item("setuptools", "84.2.1"),
+                          item("cuda-bindings", "13.5.0")]}
+    text = check_docker.cuda_lock_text(report, lock)
+    pins = [ln for ln in text.splitlines() if not ln.startswith("#")]
+    # sorted, canonical names, only what the lock lacks; setuptools stays with the Makefile's pin
+    assert pins == ["cuda-bindings==13.5.0", "nvidia-cublas==13.1.1.3", "triton==3.7.1"]
+    assert "# for torch==2.13.0" in text.splitlines()
+    cpu = {"install": [item("torch", "2.13.0+cpu"), item("numpy", "2.4.6")]}
+    with pytest.raises(ValueError, match=r"pip resolved torch 2\.13\.0\+cpu, the lock pins 2\.13\.0"):
+        check_docker.cuda_lock_text(cpu, lock)
+    with pytest.raises(ValueError, match="no nvidia-"):
+        check_docker.cuda_lock_text({"install": [item("torch", "2.13.0")]}, lock)
 
 
 def test_missing_hadolint_is_a_clear_error(tree, capsys):
