@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: install run test lint bench lock clean-venv
+.PHONY: install run test lint bench lock lock-cuda clean-venv
 
 install: $(STAMP)
 
@@ -37,6 +37,10 @@ lock:
 	.lockenv/bin/pip install --quiet ".[sweeps,dev]"
 	( head -2 requirements.lock; .lockenv/bin/pip freeze --exclude pfbench | sed 's/+cpu//' ) > requirements.lock.new
 	mv requirements.lock.new requirements.lock && rm -rf .lockenv
+
+# Re-pin docker/requirements-cuda.lock (the CUDA wheels torch pulls) against requirements.lock; run after `make lock`.
+lock-cuda: $(STAMP)
+	$(PY) scripts/check_docker.py --lock-cuda
 
 clean-venv:
 	rm -rf $(VENV)
