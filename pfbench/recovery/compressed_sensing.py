@@ -120,7 +120,8 @@ def lasso(y: torch.Tensor | np.ndarray, A: torch.Tensor | np.ndarray, lam: float
                           f"(shape ({len(Y)},))")
     thresh = lam_arr[:, None] if lam_arr.ndim == 1 else lam_arr
     m, d = A_np.shape
-    L = float(np.linalg.norm(A_np, 2) ** 2) if m and d else 0.0
+    # L = ||A||_2^2, from the eigenvalues of the smaller of the two Gram matrices
+    L = float(np.linalg.eigvalsh(A_np @ A_np.T if m < d else A_np.T @ A_np)[-1]) if m and d else 0.0
     if L <= 0:
         return np.zeros(d) if single else np.zeros((len(Y), d))
     aty = Y @ A_np

@@ -139,6 +139,7 @@ def truncnorm_mle_newton(c: np.ndarray, tbar: np.ndarray, *, max_iter: int = 50,
     m = len(c)
     v = np.tile([1.0, 0.0], (m, 1))
     active = np.ones(m, dtype=bool)
+    converged = np.zeros(m, dtype=bool)
     it = 0
     for it in range(1, max_iter + 1):
         idx = np.flatnonzero(active)
@@ -165,9 +166,8 @@ def truncnorm_mle_newton(c: np.ndarray, tbar: np.ndarray, *, max_iter: int = 50,
                 break
             t = np.where(accepted, t, 0.5 * t)
         v[idx] = va + np.where(accepted, t, 0.0)[:, None] * step
-        done = (dec <= tol) | ~accepted
-        active[idx[done]] = False
-    converged = ~active
+        converged[idx[dec <= tol]] = True
+        active[idx[(dec <= tol) | ~accepted]] = False  # a failed line search goes to L-BFGS-B below
     need_box = ~converged | ~_in_box(v)
     for i in np.flatnonzero(need_box):
         def negll(w: np.ndarray, i: int = i) -> tuple[float, np.ndarray]:
