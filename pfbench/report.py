@@ -260,7 +260,7 @@ def _figures(rows: list[dict], out: Path) -> list[str]:
         if not picks:
             continue
         fig, axes = plt.subplots(len(picks), 1, figsize=(12, 3.6 * len(picks)), squeeze=False)
-        for ax, (m, (_, p)) in zip(axes[:, 0], sorted(picks.items())):
+        for ax, (_m, (_, p)) in zip(axes[:, 0], sorted(picks.items())):  # each image is titled
             ax.imshow(plt.imread(p))
             ax.axis("off")
         fig.tight_layout()
@@ -298,8 +298,9 @@ def build_report(root: Path, out: Path | None = None, figures: bool = True) -> P
         md += ["## Failed, diverged or unreadable runs", "", "| run | method | data | status | step | reason |",
                "|---|---|---|---|---|---|"]
         for r in bad:
+            reason = str(r.get("reason", "")).replace("|", "/")
             md.append(f"| {r['run_dir']} | {r.get('label', '?')} | {r.get('data', '?')} | {r.get('status')} | "
-                      f"{r.get('diverged_step') or r.get('steps', '')} | {str(r.get('reason', '')).replace('|', '/')} |")
+                      f"{r.get('diverged_step') or r.get('steps', '')} | {reason} |")
         md.append("")
     if made:
         md += ["## Figures", ""] + [f"![{f}]({f})" for f in made] + [""]
