@@ -212,7 +212,8 @@ def invert_layerwise(G: DeepReLUPushforward | OneLayerReLUPushforward, x: torch.
 # gradient-descent baseline
 # ----------------------------------------------------------------------------------------------------
 def _float64_copy(G: nn.Module) -> nn.Module:
-    g = copy.deepcopy(G).double()
+    """A frozen float64 CPU copy of G (the tasks draw on CPU; the caller's model is left untouched)."""
+    g = copy.deepcopy(G).to(device="cpu", dtype=torch.float64)
     for p in g.parameters():
         p.requires_grad_(False)
     return g
