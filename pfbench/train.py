@@ -6,9 +6,16 @@ evaluation -> run directory (config, metrics.json, checkpoint, generator, plots)
 
 from __future__ import annotations
 
+import os
+
+# Small matrix products dominate the evaluation and the downstream tasks; with 2 BLAS threads on a
+# loaded 2-core machine they ran ~40x slower than with one. Set before numpy loads; export
+# OPENBLAS_NUM_THREADS / MKL_NUM_THREADS yourself to override. (torch threads: the `threads` key.)
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import hashlib
 import json
-import os
 import sys
 import time
 import traceback
@@ -69,9 +76,11 @@ def make_data(cfg: DictConfig):
     return truth, x_train, x_test
 
 
-def generator_record(g, family_name: str, kwargs: dict) -> dict:
+def generator_record(g, family_name: str | None, kwargs: dict, mlp: dict | None = None) -> dict:
+    """What ``pfbench.runs.load_generator`` needs to rebuild the fitted generator."""
     return {"family": g.family, "data_family": family_name, "latent_dim": g.latent_dim, "out_dim": g.out_dim,
-            "kwargs": kwargs, "state_dict": {k: v.detach().cpu() for k, v in g.state_dict().items()}}
+            "kwargs": kwargs if g.family != "mlp" else dict(mlp or {}),
+            "state_dict": {k: v.detach().cpu() for k, v in g.state_dict().items()}}
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -149,7 +158,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             record.update(status=res.status, steps=res.steps, reason=res.reason,
                           diverged_step=res.diverged_step, resumed_from=res.resumed_from)
             if res.status == "completed":
-                save_checkpoint(run_dir / "generator.pt", generator_record(model, fam, fkw))
+                save_checkpoint(run_dir / "generator.pt", generator_record(
+                    model, fam, fkw, OmegaConf.to_container(m.generator_mlp, resolve=True)))
 
         if record["status"] == "diverged":
             metrics: dict[str, Any] = {"eval_status": f"skipped: run diverged ({record['reason']})"}
