@@ -42,6 +42,11 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def write_text(path: str | Path, text: str) -> None:
+    data = text.encode()
+    _atomic_write(Path(path), lambda f: f.write(data))
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     data = json.dumps(_jsonable(obj), indent=2, sort_keys=False).encode() + b"\n"
     _atomic_write(Path(path), lambda f: f.write(data))

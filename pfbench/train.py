@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from pfbench import CONF_DIR, ConfigError
 from pfbench.config import validate
 from pfbench.families import make_instance
-from pfbench.io import check_writable, save_checkpoint, write_json
+from pfbench.io import check_writable, save_checkpoint, write_json, write_text
 from pfbench.seeding import numpy_generator, torch_generator
 
 FAMILY_KEYS = ("degree", "rank", "hidden", "bias", "output_relu")
@@ -104,7 +104,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda but no CUDA device is visible; use device=cpu")
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
 
     m, d = cfg.model, cfg.data
     record: dict[str, Any] = {

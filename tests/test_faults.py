@@ -59,3 +59,16 @@ def test_write_json_is_atomic_under_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary left behind
     write_json(path, {"w": float("nan")})
     assert json.loads(path.read_text()) == {"w": None}
+
+
+def test_full_output_dir_fails_before_training(tmp_path, monkeypatch):
+    real = os.statvfs
+
+    class Full:
+        def __init__(self, st):
+            self.f_bavail, self.f_frsize = 10, st.f_frsize
+
+    monkeypatch.setattr(os, "statvfs", lambda p: Full(real(p)))
+    with pytest.raises(ConfigError, match=r"has \d+ bytes free, need 1048576; free space or choose another"):
+        run_inprocess(["+model=wgan", *TINY], tmp_path)
+    assert not (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "metrics.json").exists()
