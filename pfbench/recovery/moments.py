@@ -20,6 +20,7 @@ of chunk statistics, which is as accurate as the two-pass in-memory formula.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -64,7 +65,9 @@ def iter_chunks(X: Any, chunk: int = DEFAULT_CHUNK) -> Iterator[torch.Tensor]:
         if is_torch:
             block = block.detach().to(device="cpu", dtype=torch.float64).contiguous()
         else:
-            block = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float64))
+            arr = np.ascontiguousarray(block, dtype=np.float64)
+            # A read-only float64 memmap comes back as a view; torch wants writable memory.
+            block = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
         # One reduction is 40x cheaper than an elementwise isfinite mask; locate rows only on failure.
         if not math.isfinite(float(block.sum())):
             bad = torch.nonzero(~torch.isfinite(block).all(dim=1)).reshape(-1)
@@ -135,11 +138,20 @@ def pair_index(k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _unpack_pairs(acc: np.ndarray, k: int) -> np.ndarray:
-    """(k, k(k+1)/2) with columns over pairs i <= j -> the symmetric (k, k, k) tensor."""
+    """(k, k(k+1)/2) with columns over pairs j <= l -> the symmetric (k, k, k) tensor.
+
+    Entry (i, j, l) is read once, at its sorted index i <= j <= l, and written to all its
+    permutations, so the result is exactly symmetric (the GEMM computes some entries twice, with
+    different rounding).
+    """
     iu, ju = pair_index(k)
+    col = np.empty((k, k), dtype=np.int64)
+    col[iu, ju] = np.arange(iu.size)
+    i, j, l = (np.asarray(t) for t in zip(*itertools.combinations_with_replacement(range(k), 3)))
+    vals = acc[i, col[j, l]]
     out = np.empty((k, k, k))
-    out[:, iu, ju] = acc
-    out[:, ju, iu] = acc
+    for a, b, c in itertools.permutations((i, j, l)):
+        out[a, b, c] = vals
     return out
 
 
@@ -159,9 +171,10 @@ def third_moment_projected(X: Any, mean: np.ndarray, U: np.ndarray, chunk: int =
         )
     acc = _ThirdMoment(U.shape[1])
     ut = torch.from_numpy(np.ascontiguousarray(U.T))
-    shift = torch.from_numpy(U.T @ mean)[:, None]  # U^T (x - mean) = U^T x - U^T mean: no centred copy
+    mu_t = torch.from_numpy(mean)
     for block in iter_chunks(X, chunk):
-        acc.add(torch.mm(ut, block.T).sub_(shift))
+        # Centre before projecting: U^T x - U^T mean would lose |mean| / |x - mean| digits.
+        acc.add(torch.mm(ut, (block - mu_t).T))
     return acc.tensor(n)
 
 
