@@ -119,7 +119,7 @@ ResidualJacobian = Callable[[torch.Tensor, bool], tuple[torch.Tensor, "torch.Ten
 
 
 def levenberg_marquardt(res_jac: ResidualJacobian, x0: torch.Tensor, *, max_iter: int = 500,
-                        gtol: float = 1e-12, ftol: float = 1e-15) -> LBFGSResult:
+                        gtol: float = 1e-12, ftol: float = 1e-15, xtol: float = 1e-13) -> LBFGSResult:
     """Minimize ||r(x)||^2 by Levenberg-Marquardt with Nielsen's damping update, in torch float64.
 
     ``res_jac(x, need_jacobian)`` returns (r (m,), J (m, p) or None). Step:
@@ -129,8 +129,10 @@ def levenberg_marquardt(res_jac: ResidualJacobian, x0: torch.Tensor, *, max_iter
     problems", 2004, section 3.2). Quadratic convergence on zero-residual problems, where L-BFGS
     crawls along the scale and rotation valleys of moment losses.
 
-    Converged: max |2 J^T r| <= gtol, or the relative cost decrease <= ftol on two successive
-    accepted steps. Cost per iteration: one Jacobian plus O(m p^2 + p^3).
+    Converged: max |2 J^T r| <= gtol, the relative cost decrease <= ftol on two successive accepted
+    steps, or no step longer than xtol (|x| + xtol) lowers the cost (rounding level: a stationary
+    point whose gradient rounding keeps above gtol). Cost per iteration: one Jacobian plus
+    O(m p^2 + p^3).
     Returns an :class:`LBFGSResult` (f = ||r||^2, grad_max = max |2 J^T r|).
     """
     x = x0.detach().clone().to(torch.float64).reshape(-1)
@@ -161,10 +163,14 @@ def levenberg_marquardt(res_jac: ResidualJacobian, x0: torch.Tensor, *, max_iter
                 break
             mu *= nu
             nu *= 2.0
+            if float(step.norm()) <= xtol * (float(x.norm()) + xtol):
+                # Steps at rounding level no longer lower the cost: a stationary point (MINPACK's xtol).
+                reason = "xtol"
+                break
             if mu > 1e30 or not math.isfinite(mu):
                 reason = "damping overflow"
                 break
-        if reason == "damping overflow":
+        if reason in ("xtol", "damping overflow"):
             break
         small = small + 1 if (f - f_new) <= ftol * max(f, 1e-300) else 0
         x, f = x_new, f_new
@@ -177,4 +183,4 @@ def levenberg_marquardt(res_jac: ResidualJacobian, x0: torch.Tensor, *, max_iter
         it = int(max_iter)
     g = J.T @ r
     return LBFGSResult(x=x, f=f, grad_max=2.0 * float(g.abs().max()), iterations=int(it), evaluations=evals,
-                       converged=reason in {"gtol", "ftol"}, reason=reason)
+                       converged=reason in {"gtol", "ftol", "xtol"}, reason=reason)
