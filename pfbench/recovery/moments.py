@@ -33,9 +33,10 @@ from pfbench import ConfigError
 
 #: Rows read from the source per step (bounded memory: 65536 x d float64) ...
 DEFAULT_CHUNK = 65536
-#: ... and rows per third-moment GEMM: keeps the (k(k+1)/2, 2048) pair-product block near the cache
-#: while each GEMM is still long enough to run near peak (measured: scripts/bench_recovery.py).
-_SUB = 2048
+#: ... and rows per third-moment GEMM: keeps the (k(k+1)/2, 1024) pair-product block in cache while
+#: each GEMM is long enough (measured at k = 55: 50, 45, 37 GFLOP/s for 1024, 2048, 4096 rows; at
+#: k = 15 the pair products, not the GEMM, bound the rate, about 20 GFLOP/s whatever the size).
+_SUB = 1024
 
 
 def _n_rows(X: Any) -> tuple[int, int]:
@@ -115,18 +116,23 @@ class _ThirdMoment:
         self.acc = torch.zeros(self.k, self.npair, dtype=torch.float64)
         self.buf = torch.empty(self.npair, _SUB, dtype=torch.float64)
 
-    def add(self, yt: torch.Tensor) -> None:
-        """Add the rows of a block given transposed, yt (k, c): each pair product is then a row op."""
+    def add(self, centred: torch.Tensor, ut: torch.Tensor) -> None:
+        """Add the rows of a centred block (c, d), projected sub-block by sub-block with ut = U^T (k, d).
+
+        Each sub-block's projection yt = U^T x^T (k, c) is computed contiguous: a strided view of a
+        whole-block projection has a leading dimension of 65536 doubles, a power of two that makes
+        the GEMM's rows alias in cache (measured: 27 against 46 GFLOP/s at k = 55).
+        """
         k = self.k
-        for s in range(0, yt.shape[1], _SUB):
-            yt_s = yt[:, s:s + _SUB]
-            c = yt_s.shape[1]
+        for s in range(0, centred.shape[0], _SUB):
+            yt = torch.mm(ut, centred[s:s + _SUB].T)  # (k, c), contiguous
+            c = yt.shape[1]
             buf = self.buf[:, :c]
             off = 0
             for i in range(k):
-                torch.mul(yt_s[i:], yt_s[i], out=buf[off:off + k - i])
+                torch.mul(yt[i:], yt[i], out=buf[off:off + k - i])
                 off += k - i
-            self.acc.addmm_(yt_s, buf.T)
+            self.acc.addmm_(yt, buf.T)
 
     def tensor(self, n: int) -> np.ndarray:
         return _unpack_pairs(self.acc.numpy() / n, self.k)
@@ -174,7 +180,7 @@ def third_moment_projected(X: Any, mean: np.ndarray, U: np.ndarray, chunk: int =
     mu_t = torch.from_numpy(mean)
     for block in iter_chunks(X, chunk):
         # Centre before projecting: U^T x - U^T mean would lose |mean| / |x - mean| digits.
-        acc.add(torch.mm(ut, (block - mu_t).T))
+        acc.add(block - mu_t, ut)
     return acc.tensor(n)
 
 

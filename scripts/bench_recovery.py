@@ -1,0 +1,309 @@
+"""Benchmark of the provable side for quadratic pushforwards (issue 4), baselines measured in the same run.
+
+    .venv/bin/python scripts/bench_recovery.py                 # everything (~10 min + the SoS sizes)
+    .venv/bin/python scripts/bench_recovery.py --quick         # 3 seeds, n <= 1e5, memmap 1e6, SoS d <= 5
+    .venv/bin/python scripts/bench_recovery.py --skip-sos --json out.json
+
+1. Throughput: float64 GEMM (2000 x 2000, torch/MKL and numpy/OpenBLAS; the better one is "the
+   machine's") against the streamed moment contractions of pfbench.recovery.moments: the third
+   cumulant in the top-k principal directions (k = 15 for r = 5, k = 55 for r = 10; executed GEMM
+   flops 2 n k^2 (k+1)/2 counted) and the covariance pass. Target: contractions >= 0.5 x GEMM.
+2. Recovery: random instances Q_a = sym(N(0,1)^{r x r}) / sqrt(r), gauge-aligned relative error
+   (MATH 8), median over seeds, against the oracle (the same refinement started at the truth).
+   Targets: error <= 1.1 x oracle; fit time (moments + all restarts) <= 1 s at r = 5, d = 20,
+   n = 1e5 and <= 10 s at r = 10, d = 60, n = 1e5; log-log slope of error vs n in [-0.6, -0.4].
+   One warm-up fit runs first (first-call costs of torch kernels are not fit work).
+3. Memory: the moments of a float32 memory-mapped file of 1e7 x 20 rows, in a child process whose
+   anonymous resident memory (RssAnon, excluding the page cache of the mapped file) is sampled.
+4. SoS (MATH 2a): exact population moments at r = 2, d = 3.., each size in a child process with a
+   10-minute limit: gauge error, solve time, peak memory, against the pre-solve estimate.
+
+Threads: BLAS/OpenMP thread counts are set from ``--threads`` through environment variables before
+numpy is imported, and torch.set_num_threads likewise. The machine is shared and noisy: timings are
+reported with the load average, and throughput as ratios to a GEMM measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP/torch threads (default 1)")
+    p.add_argument("--quick", action="store_true", help="3 seeds, n <= 1e5, memmap 1e6 rows, SoS d <= 5")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per setting (default 5, quick 3)")
+    p.add_argument("--memmap-rows", type=int, default=None, help="rows of the memmap test (default 1e7)")
+    p.add_argument("--sos-max-d", type=int, default=None, help="largest SoS d at r = 2 (default 8)")
+    p.add_argument("--skip-sos", action="store_true")
+    p.add_argument("--skip-memmap", action="store_true")
+    p.add_argument("--json", type=str, default=None, help="also write the results here")
+    p.add_argument("--child", type=str, default=None, help=argparse.SUPPRESS)
+    return p.parse_args()
+
+
+args = parse()
+for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[var] = str(args.threads)
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from pfbench.families import make_instance  # noqa: E402
+from pfbench.metrics.gauge import quadratic_gauge_error  # noqa: E402
+from pfbench.recovery._quad_core import population_summary, sym_dim  # noqa: E402
+from pfbench.recovery.moments import mean_cov, moment_summary, third_moment_projected  # noqa: E402
+from pfbench.recovery.quadratic import QuadraticMomentEstimator  # noqa: E402
+from pfbench.recovery.sos import SoSQuadraticEstimator, sos_size  # noqa: E402
+from pfbench.seeding import torch_generator  # noqa: E402
+
+torch.set_num_threads(args.threads)
+
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def best_of(f, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. throughput
+# ------------------------------------------------------------------------------------------------
+def gemm_gflops() -> dict:
+    n = 2000
+    a, b = torch.randn(n, n, dtype=torch.float64), torch.randn(n, n, dtype=torch.float64)
+    an, bn = a.numpy(), b.numpy()
+    a @ b, an @ bn
+    t_torch, t_numpy = best_of(lambda: a @ b), best_of(lambda: an @ bn)
+    flops = 2.0 * n**3
+    return {"gemm_torch_gflops": flops / t_torch / 1e9, "gemm_numpy_gflops": flops / t_numpy / 1e9}
+
+
+def contraction_gflops(k: int, n: int, d: int, peak: float) -> dict:
+    gen = torch.Generator().manual_seed(k)
+    X = torch.randn(n, d, generator=gen, dtype=torch.float64).numpy()
+    U = np.linalg.qr(np.random.default_rng(k).standard_normal((d, k)))[0]
+    mean = X.mean(0)
+    third_moment_projected(X[:10000], mean, U)
+    t3 = best_of(lambda: third_moment_projected(X, mean, U))
+    t2 = best_of(lambda: mean_cov(X))
+    # Executed GEMM work: (k x n) @ (n x k(k+1)/2) for the third moment, (d x n) @ (n x d) for Cov.
+    f3 = 2.0 * n * k * k * (k + 1) / 2
+    f2 = 2.0 * n * d * d
+    return {"k": k, "n": n, "d": d, "third_s": t3, "third_gflops": f3 / t3 / 1e9,
+            "third_vs_gemm": f3 / t3 / 1e9 / peak, "cov_s": t2, "cov_gflops": f2 / t2 / 1e9,
+            "cov_vs_gemm": f2 / t2 / 1e9 / peak}
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. recovery table
+# ------------------------------------------------------------------------------------------------
+def recovery(r: int, d: int, n: int, seeds: int) -> dict:
+    rows = []
+    for seed in range(seeds):
+        truth = make_instance("quadratic", r, d, generator=torch_generator(seed, "instance"))
+        X = truth.sample_batched(n, torch_generator(seed, "train")).numpy()
+        est = QuadraticMomentEstimator(latent_dim=r, out_dim=d, seed=seed)
+        t0 = time.perf_counter()
+        est.fit(X)
+        wall = time.perf_counter() - t0
+        Q = truth.params()["Q"]
+        err = quadratic_gauge_error(Q, est.Q_)
+        em = est.extra_metrics(truth, X)
+        rows.append({"seed": seed, "error": err, "oracle": em["oracle_param_error"],
+                     "ratio": err / em["oracle_param_error"], "spectral": em["spectral_init_param_error"],
+                     "fit_s": wall, "moments_s": est.info_["moments_time_s"],
+                     "iters": est.info_["iterations"], "converged": est.info_["converged"]})
+        del X
+    keys = ("error", "oracle", "ratio", "spectral", "fit_s", "moments_s", "iters")
+    med = {k: float(np.median([row[k] for row in rows])) for k in keys}
+    return {"r": r, "d": d, "n": n, "seeds": seeds, "median": med,
+            "max_ratio": max(row["ratio"] for row in rows), "max_fit_s": max(row["fit_s"] for row in rows),
+            "all_converged": all(row["converged"] for row in rows), "rows": rows}
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. memmap child
+# ------------------------------------------------------------------------------------------------
+def _status_kb(field: str) -> int:
+    # /proc, not getrusage: ru_maxrss survives execve, so a child would report its parent's peak.
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return -1
+
+
+def _rss_anon_kb() -> int:
+    return _status_kb("RssAnon")
+
+
+def child_memmap(path: str, rows: int, d: int) -> None:
+    peak = [_rss_anon_kb()]
+    base = peak[0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss_anon_kb())
+            time.sleep(0.02)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    X = np.memmap(path, dtype=np.float32, mode="r", shape=(rows, d))
+    t0 = time.perf_counter()
+    s = moment_summary(X, k=sym_dim(5))
+    secs = time.perf_counter() - t0
+    stop.set()
+    th.join()
+    print(json.dumps({"rows": rows, "seconds": secs, "rss_anon_base_mb": base / 1024,
+                      "rss_anon_peak_mb": peak[0] / 1024, "file_mb": rows * d * 4 / 2**20,
+                      "mean0": float(s.mean[0])}))
+
+
+def memmap_test(rows: int) -> dict:
+    r, d = 5, 20
+    truth = make_instance("quadratic", r, d, generator=torch_generator(0, "instance"))
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR", "/tmp")) as tmp:
+        path = os.path.join(tmp, "x.f32")
+        X = np.memmap(path, dtype=np.float32, mode="w+", shape=(rows, d))
+        gen = torch_generator(0, "memmap")
+        step = 1_000_000
+        for i in range(0, rows, step):
+            X[i:i + step] = truth.sample_batched(min(step, rows - i), gen).numpy()
+        X.flush()
+        del X
+        out = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--child",
+                              f"memmap:{path}:{rows}:{d}"], capture_output=True, text=True, timeout=1800)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr[-2000:])
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. SoS children
+# ------------------------------------------------------------------------------------------------
+def child_sos(r: int, d: int) -> None:
+    Q = make_instance("quadratic", r, d, generator=torch_generator(0, "instance")).params()["Q"].numpy()
+    est = SoSQuadraticEstimator(latent_dim=r, out_dim=d, max_seconds=1e9, max_memory_gb=1e9)
+    t0 = time.perf_counter()
+    est.fit_moments(population_summary(Q, k=d))
+    secs = time.perf_counter() - t0
+    print(json.dumps({"error": quadratic_gauge_error(Q, est.Q_), "seconds": secs,
+                      "solve_s": est.info_["solve_time_s"], "status": est.info_["solver_status"],
+                      "rank1": est.info_["moment_matrix_rank1_ratio"],
+                      "peak_gb": _status_kb("VmHWM") / 1e6}))
+
+
+def sos_table(max_d: int) -> list[dict]:
+    out = []
+    for d in range(3, max_d + 1):
+        size = sos_size(2, d)
+        rec = {"r": 2, "d": d, "rows": size.rows, "psd_entries": size.psd_entries,
+               "est_gb": size.est_memory_gb, "est_s": size.est_seconds}
+        try:
+            res = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--child",
+                                  f"sos:2:{d}"], capture_output=True, text=True, timeout=600)
+            rec.update(json.loads(res.stdout.strip().splitlines()[-1]) if res.returncode == 0
+                       else {"status": f"failed: {res.stderr.strip().splitlines()[-1][:200]}"})
+        except subprocess.TimeoutExpired:
+            rec["status"] = "not solved within 600 s"
+        out.append(rec)
+        print(f"  SoS r=2 d={d}: {rec}", flush=True)
+        if rec.get("status") not in ("optimal", "optimal_inaccurate"):
+            break
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+def main() -> None:
+    if args.child:
+        kind, *rest = args.child.split(":")
+        if kind == "memmap":
+            child_memmap(rest[0], int(rest[1]), int(rest[2]))
+        else:
+            child_sos(int(rest[0]), int(rest[1]))
+        return
+    warnings.simplefilter("ignore", UserWarning)
+    seeds = args.seeds or (3 if args.quick else 5)
+    res: dict = {"threads": args.threads, "load_start": load(), "torch": torch.__version__}
+    print(f"threads={args.threads}  load average {res['load_start']}", flush=True)
+
+    g = gemm_gflops()
+    peak = max(g.values())
+    res["gemm"] = g
+    res["contractions"] = [contraction_gflops(15, 1_000_000 if not args.quick else 200_000, 20, peak),
+                           contraction_gflops(55, 200_000 if not args.quick else 50_000, 60, peak)]
+    g2 = gemm_gflops()  # again after, since the machine's load drifts
+    res["gemm_after"] = g2
+    print(f"GEMM f64 2000^3: torch {g['gemm_torch_gflops']:.1f} / numpy {g['gemm_numpy_gflops']:.1f} "
+          f"GFLOP/s (after: {g2['gemm_torch_gflops']:.1f} / {g2['gemm_numpy_gflops']:.1f})")
+    for c in res["contractions"]:
+        print(f"  third moment k={c['k']} (n={c['n']}): {c['third_s']:.3f} s, {c['third_gflops']:.1f} GFLOP/s"
+              f" = {c['third_vs_gemm']:.2f} x GEMM;  covariance d={c['d']}: {c['cov_gflops']:.1f} GFLOP/s = "
+              f"{c['cov_vs_gemm']:.2f} x GEMM", flush=True)
+
+    # warm-up (torch kernels' first calls), excluded from the table
+    t = make_instance("quadratic", 3, 8, generator=torch_generator(99, "instance"))
+    QuadraticMomentEstimator(latent_dim=3, out_dim=8).fit(t.sample_batched(2000, torch_generator(99, "x")).numpy())
+
+    settings = [(5, 20, 10_000), (5, 20, 100_000)] + ([] if args.quick else [(5, 20, 1_000_000)])
+    settings.append((10, 60, 100_000))
+    res["recovery"] = []
+    print("\n| r | d | n | error (median) | oracle (median) | error / oracle (median, max) | spectral start "
+          "| fit time s (median, max) | moments s | converged |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r, d, n in settings:
+        rec = recovery(r, d, n, seeds)
+        res["recovery"].append(rec)
+        m = rec["median"]
+        print(f"| {r} | {d} | {n:.0e} | {m['error']:.4f} | {m['oracle']:.4f} | {m['ratio']:.4f}, "
+              f"{rec['max_ratio']:.4f} | {m['spectral']:.3f} | {m['fit_s']:.2f}, {rec['max_fit_s']:.2f} "
+              f"| {m['moments_s']:.3f} | {rec['all_converged']} |", flush=True)
+    r5 = [rec for rec in res["recovery"] if rec["r"] == 5]
+    ns = np.array([rec["n"] for rec in r5], dtype=float)
+    res["slope_error"] = float(np.polyfit(np.log(ns), np.log([rec["median"]["error"] for rec in r5]), 1)[0])
+    res["slope_oracle"] = float(np.polyfit(np.log(ns), np.log([rec["median"]["oracle"] for rec in r5]), 1)[0])
+    print(f"\nlog-log slope of median error vs n (r=5, d=20): {res['slope_error']:.3f} "
+          f"(oracle {res['slope_oracle']:.3f})", flush=True)
+
+    if not args.skip_memmap:
+        rows = args.memmap_rows or (1_000_000 if args.quick else 10_000_000)
+        mm = memmap_test(rows)
+        res["memmap"] = mm
+        print(f"memmap {mm['rows']:.0e} x 20 float32 ({mm['file_mb']:.0f} MB file): moments in "
+              f"{mm['seconds']:.1f} s, anonymous memory {mm['rss_anon_base_mb']:.0f} MB before, "
+              f"{mm['rss_anon_peak_mb']:.0f} MB peak", flush=True)
+
+    if not args.skip_sos:
+        res["sos"] = sos_table(args.sos_max_d or (5 if args.quick else 8))
+        solved = [s for s in res["sos"] if s.get("status") == "optimal" and s.get("seconds", 1e9) <= 600]
+        if solved:
+            big = solved[-1]
+            print(f"largest SoS instance solved within 10 min: r=2, d={big['d']} ({big['rows']} moment rows, "
+                  f"{big['seconds']:.0f} s, {big['peak_gb']:.1f} GB, gauge error {big['error']:.1e})")
+    res["load_end"] = load()
+    print(f"load average at the end: {res['load_end']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
