@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REDUCED = ["+experiment=gan_vs_moments", "seed=0", "data.n_train=1000,10000", "model.train.steps=300",
+REDUCED = ["+experiment=gan_vs_moments", "seed=0", "data.n_train=1000,10000", "++model.train.steps=300",
            "logger=none", "plots=false"]
 
 
