@@ -419,7 +419,7 @@ class PolynomialMomentEstimator:
         for prm in self.pushforward_.parameters():
             prm.requires_grad_(False)
         self.info_ = {
-            "n_samples": float(s.n),
+            "n_samples": float(s.n) if math.isfinite(s.n) else None,
             "restarts": int(self.restarts),
             "best_restart": int(ib),
             "iterations": int(best.iterations),
@@ -466,7 +466,7 @@ class PolynomialMomentEstimator:
         e_orc, e_fit = err(lam_o, v_o), err(self.lam_, self.v_)
         return {"oracle_param_error": e_orc, "oracle_final_loss": res.f, "oracle_iterations": res.iterations,
                 "oracle_converged": res.converged,
-                "fit_to_oracle_error_ratio": e_fit / e_orc if e_orc > 0 else (math.inf if e_fit > 0 else 1.0)}
+                "fit_to_oracle_error_ratio": e_fit / e_orc if e_orc > 0 else None}
 
 
 def population_summary(lam: Any, v: Any, degree: int) -> MomentSummary:

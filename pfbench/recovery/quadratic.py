@@ -45,6 +45,11 @@ from pfbench.recovery.moments import DEFAULT_CHUNK, MomentSummary, moment_summar
 from pfbench.seeding import numpy_generator
 
 
+def _finite_or_none(x: float | None) -> float | None:
+    """JSON has no inf/nan: non-finite diagnostics (population n = inf, r = 1 gaps) become null."""
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
 def _gauge_error(Q_ref: np.ndarray, Q_hat: np.ndarray) -> float:
     return float(quadratic_gauge_error(Q_ref, Q_hat))
 
@@ -170,7 +175,7 @@ class QuadraticMomentEstimator:
         for p in self.pushforward_.parameters():
             p.requires_grad_(False)
         self.info_ = {
-            "n_samples": float(s.n),
+            "n_samples": _finite_or_none(s.n),
             "restarts": int(self.restarts),
             "best_restart": int(ib),
             "iterations": int(res.iterations),
@@ -185,7 +190,7 @@ class QuadraticMomentEstimator:
             "restart_loss_spread": float((max(finals) - min(finals)) / max(min(finals), 1e-300)),
             "init_loss": float(records[ib]["init_loss"]),
             "spectral_idempotent_residual": records[ib]["idempotent_residual"],
-            "spectral_trace_gap": records[ib]["trace_gap"],
+            "spectral_trace_gap": _finite_or_none(records[ib]["trace_gap"]),
             # How far refinement moved the spectral start (gauge-aligned, relative to the fit): a
             # truth-free proxy of the spectral step's own error.
             "init_to_fit_gauge_error": _gauge_error(res.Q, q0),
@@ -225,6 +230,6 @@ class QuadraticMomentEstimator:
                 "oracle_final_loss": orc.loss,
                 "oracle_iterations": orc.iterations,
                 "oracle_converged": orc.converged,
-                "fit_to_oracle_error_ratio": fit_err / err if err > 0 else (math.inf if fit_err > 0 else 1.0),
+                "fit_to_oracle_error_ratio": fit_err / err if err > 0 else None,
             })
         return out

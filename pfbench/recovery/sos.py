@@ -20,10 +20,11 @@ moments. The output is E~[Q_a]. The second eigenvalue of the degree <= 1 block o
 (0 for a point mass) is reported as a certificate that the relaxation was tight.
 
 Size: the moment matrix has R = C(N+2, 2) rows and P = R(R+1)/2 PSD entries; the pseudo-expectation
-has C(N+4, 4) entries. Clarabel (interior point) needs about 0.3 GB + 60 P^2 bytes and 2.1e-7 P^2.25
-seconds here (fitted, see below); :func:`sos_size` computes this before anything is built, and the
-estimator refuses oversize problems with the numbers. Practical: r = 2 with d <= 8 (d = 8: P = 9316,
-about 5.5 GB and a few minutes); r = 3 needs d >= 6, N = 27, P = 82621: about 400 GB, out of reach.
+has C(N+4, 4) entries. Clarabel (interior point) needs about 0.3 GB + 60 P^2 bytes and 7.5e-8 P^2.28
+seconds on a quiet machine here (fitted, see below); :func:`sos_size` computes this before anything
+is built, and the estimator refuses oversize problems with the numbers. Practical: r = 2 with d <= 8
+(measured: d = 8, R = 136, P = 9316: 84 s quiet, 513 s at load 5, 5.0 GB, gauge error 8e-9); d = 9
+needs about 13 GB. r = 3 needs d >= 6: N = 27, R = 406, P = 82621, about 400 GB: out of reach.
 """
 
 from __future__ import annotations
@@ -48,12 +49,13 @@ from pfbench.recovery.moments import DEFAULT_CHUNK, MomentSummary, mean_cov, thi
 
 Poly = dict[tuple[int, ...], float]  # monomial (sorted variable indices, with repeats) -> coefficient
 
-#: Clarabel cost model in P = R(R+1)/2 (PSD entries), fitted to exact-moment solves on this machine at
-#: P = 231 .. 7260 (r = 2, d = 3 .. 7; scripts/bench_recovery.py --sos): peak memory about
-#: 0.3 GB + 60 bytes * P^2 (within 15 %), time about 2.1e-7 s * P^2.25 (within a factor 1.7).
+#: Clarabel cost model in P = R(R+1)/2 (PSD entries), fitted to exact-moment solves on this machine
+#: (r = 2, d = 3 .. 8, P = 231 .. 9316; scripts/bench_recovery.py): peak memory 0.3 GB + 60 bytes * P^2
+#: (measured 0.32 .. 5.0 GB, within 10 %); time 7.5e-8 s * P^2.28 on a quiet machine (0.05 .. 84 s,
+#: within 30 %), doubled here because the machine is shared (measured up to 6x slower at load 5).
 _MEM_BASE_GB = 0.3
 _MEM_BYTES_PER_P2 = 60.0
-_SEC_COEF, _SEC_EXP = 2.1e-7, 2.25
+_SEC_COEF, _SEC_EXP = 1.5e-7, 2.28
 
 
 @dataclass(frozen=True)
@@ -284,7 +286,7 @@ def sos_recover(mean: np.ndarray, G: np.ndarray, T: np.ndarray, r: int, *, solve
     m1 = (b.gram(basis1) @ yv).reshape(R1, R1, order="F")
     ev = np.linalg.eigvalsh(0.5 * (m1 + m1.T))[::-1]
     info = {"status": str(prob.status), "objective": float(prob.value), "solve_time_s": secs,
-            "rank1_ratio": float(ev[1] / ev[0]) if ev[0] > 0 else math.inf,
+            "rank1_ratio": float(ev[1] / ev[0]) if ev[0] > 0 else None,
             "solver": solver.upper()}
     return Qh, info
 
@@ -365,7 +367,7 @@ class SoSQuadraticEstimator:
             p.requires_grad_(False)
         ok = rec["status"] in {"optimal", "optimal_inaccurate"}
         self.info_ = {
-            "n_samples": float(s.n),
+            "n_samples": float(s.n) if math.isfinite(s.n) else None,
             "solver": rec["solver"],
             "solver_status": rec["status"],
             "converged": bool(rec["status"] == "optimal"),
