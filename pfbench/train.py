@@ -118,15 +118,22 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     tracker = Tracker(cfg, run_dir, name=run_dir.name, group=sweep, job_type=m.name)
     timing: dict[str, float] = {}
     try:
-        truth, x_train, x_test = make_data(cfg)
-        record["out_dim"], record["n_train"] = d.out_dim, int(x_train.shape[0])
         fam = family_of(d)
         fkw = family_kwargs(d)
-        if m.kind == "estimator":
+
+        def estimator():
             from pfbench.recovery import make_estimator
 
-            est = make_estimator(m.name, fam or "file", latent_dim=d.latent_dim, out_dim=d.out_dim, seed=cfg.seed,
-                                 family_kwargs=fkw, params=OmegaConf.to_container(m.params, resolve=True))
+            return make_estimator(m.name, fam or "file", latent_dim=d.latent_dim, out_dim=d.out_dim, seed=cfg.seed,
+                                  family_kwargs=fkw, params=OmegaConf.to_container(m.params, resolve=True))
+
+        # Identifiability and problem-size refusals come from the constructor: before any sampling
+        # whenever out_dim is known up front (data=file learns it from the file).
+        est = estimator() if m.kind == "estimator" and d.out_dim is not None else None
+        truth, x_train, x_test = make_data(cfg)
+        record["out_dim"], record["n_train"] = d.out_dim, int(x_train.shape[0])
+        if m.kind == "estimator":
+            est = est or estimator()
             t0 = time.perf_counter()
             est.fit(x_train.numpy())
             timing["fit_time_s"] = time.perf_counter() - t0
