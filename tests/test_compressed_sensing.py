@@ -14,14 +14,6 @@ from pfbench.recovery.compressed_sensing import compressed_sensing_task, cs_reco
 from pfbench.seeding import numpy_generator, torch_generator
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _soft(u: np.ndarray, t: float) -> np.ndarray:
     return np.sign(u) * np.maximum(np.abs(u) - t, 0.0)
 

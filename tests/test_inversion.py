@@ -14,15 +14,6 @@ from pfbench.recovery.inversion import inversion_task, invert_gd, invert_layer, 
 from pfbench.seeding import torch_generator
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small-batch torch work is call-overhead bound; two threads on a shared machine run it 4x slower
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _net(k: int, hidden: list[int], d: int, seed: int = 0, **kw) -> torch.nn.Module:
     return make_instance("relu_deep", k, d, hidden=hidden, generator=torch_generator(seed, "instance"), **kw)
 
