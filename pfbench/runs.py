@@ -9,22 +9,21 @@ any learned generator can be judged by compressed sensing or inversion after the
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # see pfbench/train.py
-    os.environ.setdefault(_var, "1")
+from pfbench import limit_blas_threads
+
+limit_blas_threads()  # before numpy loads
 
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from pfbench import ConfigError  # noqa: E402
-from pfbench.families import build_family, make_instance  # noqa: E402
+from pfbench.families import build_family  # noqa: E402
 from pfbench.families.base import Pushforward  # noqa: E402
 from pfbench.io import load_checkpoint, write_json  # noqa: E402
 from pfbench.models.nets import MLPGenerator  # noqa: E402
-from pfbench.seeding import torch_generator  # noqa: E402
 
 
 def load_generator(run_dir: str | Path) -> Pushforward:
@@ -47,15 +46,11 @@ def load_generator(run_dir: str | Path) -> Pushforward:
 def load_truth(run_dir: str | Path) -> Pushforward | None:
     """The run's true distribution rebuilt from its config and seed (None for data=file)."""
     cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
-    d = cfg.data
-    if d.name == "file":
+    if cfg.data.name == "file":
         return None
-    from pfbench.train import family_kwargs
+    from pfbench.train import make_truth
 
-    inst = d.instance
-    return make_instance(d.name, d.latent_dim, d.out_dim, kind=inst.kind, sigma=inst.sigma, base=inst.base,
-                         path=inst.path, kappa=inst.get("kappa"), generator=torch_generator(cfg.seed, "instance"),
-                         **family_kwargs(d))
+    return make_truth(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,16 +6,13 @@ evaluation -> run directory (config, metrics.json, checkpoint, generator, plots)
 
 from __future__ import annotations
 
-import os
+from pfbench import limit_blas_threads
 
-# Small matrix products dominate the evaluation and the downstream tasks; with 2 BLAS threads on a
-# loaded 2-core machine they ran ~40x slower than with one. Set before numpy loads; export
-# OPENBLAS_NUM_THREADS / MKL_NUM_THREADS yourself to override. (torch threads: the `threads` key.)
-for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+limit_blas_threads()  # before numpy loads
 
 import hashlib
 import json
+import os
 import sys
 import time
 import traceback
@@ -55,6 +52,14 @@ def family_of(d: DictConfig) -> str | None:
     return d.family if d.name == "file" else d.name
 
 
+def make_truth(cfg: DictConfig):
+    """The true pushforward of a (validated or saved) config: the seed's ``instance`` stream."""
+    d, inst = cfg.data, cfg.data.instance
+    return make_instance(d.name, d.latent_dim, d.out_dim, kind=inst.kind, sigma=inst.sigma, base=inst.base,
+                         path=inst.path, kappa=inst.get("kappa"), generator=torch_generator(cfg.seed, "instance"),
+                         **family_kwargs(d))
+
+
 def make_data(cfg: DictConfig):
     """The true pushforward (None for the user's samples) and train / held-out test samples (float64)."""
     d = cfg.data
@@ -67,10 +72,7 @@ def make_data(cfg: DictConfig):
             generator=numpy_generator(cfg.seed, "file_split"), path=d.path, out_dim=d.out_dim)
         d.out_dim = int(x.shape[1])
         return None, x_train, x_test
-    inst = cfg.data.instance
-    truth = make_instance(d.name, d.latent_dim, d.out_dim, kind=inst.kind, sigma=inst.sigma, base=inst.base,
-                          path=inst.path, kappa=inst.kappa, generator=torch_generator(cfg.seed, "instance"),
-                          **family_kwargs(d))
+    truth = make_truth(cfg)
     x_train = truth.sample_batched(d.n_train, torch_generator(cfg.seed, "train"))
     x_test = truth.sample_batched(d.n_test, torch_generator(cfg.seed, "test"))
     return truth, x_train, x_test

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -170,8 +171,8 @@ def test_wandb_offline_files_match_metrics(tmp_path):
     assert config["model.name"] == "wgan" and config["data.name"] == "quadratic" and config["seed"] == 0
     assert config["_job_type"] == "wgan"
     logged = [h["train/loss_g"] for h in history if "train/loss_g" in h]
-    hist = metrics_history = __import__("json").loads((tmp_path / "history.json").read_text())
-    assert logged == pytest.approx([h["loss_g"] for h in metrics_history]) and len(hist) == 3
+    hist = json.loads((tmp_path / "history.json").read_text())
+    assert logged == pytest.approx([h["loss_g"] for h in hist]) and len(hist) == 3
 
 
 def test_downstream_tasks_run_on_the_fitted_generator(tmp_path):
@@ -218,5 +219,5 @@ def test_generator_reloads_from_run_dir_and_serves_downstream_tasks(gen, tmp_pat
     assert torch.equal(truth(z), truth_ref(z))  # the same instance, rebuilt from config and seed
     assert rec["status"] == "completed"
     assert main([str(tmp_path), "--cs", "--ms", "4,40", "--n", "2"]) == 0
-    down = __import__("json").loads((tmp_path / "downstream.json").read_text())
+    down = json.loads((tmp_path / "downstream.json").read_text())
     assert down["cs_error_m4"] > 0 and down["cs_lasso_error_m40"] >= 0
