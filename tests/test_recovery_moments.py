@@ -115,6 +115,11 @@ def test_bad_input_is_a_one_line_error():
     X[57, 3] = math.nan
     with pytest.raises(ConfigError, match="non-finite values .* at row 57"):
         mean_cov(X, chunk=50)
+    # The third-moment pass checks its sums once, then names the row.
+    with pytest.raises(ConfigError, match="non-finite values .* at row 57"):
+        third_moment_projected(X, np.zeros(7), np.eye(7)[:, :3], chunk=50)
+    with pytest.raises(ConfigError, match="overflowed float64 on finite data"):
+        third_moment_projected(_data(n=100) * 1e110, np.zeros(7), np.eye(7)[:, :2])
     with pytest.raises(ConfigError, match="2-D"):
         next(iter_chunks(np.zeros(5)))
     with pytest.raises(ConfigError, match="chunk=0"):

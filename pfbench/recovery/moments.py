@@ -33,10 +33,15 @@ from pfbench import ConfigError
 
 #: Rows read from the source per step (bounded memory: 65536 x d float64) ...
 DEFAULT_CHUNK = 65536
-#: ... and rows per third-moment GEMM: keeps the (k(k+1)/2, 1024) pair-product block in cache while
-#: each GEMM is long enough (measured at k = 55: 50, 45, 37 GFLOP/s for 1024, 2048, 4096 rows; at
-#: k = 15 the pair products, not the GEMM, bound the rate, about 20 GFLOP/s whatever the size).
+#: ... and at most this many rows per third-moment sub-block: the (k//2 + 1) k pair products of a
+#: sub-block (about 1 MiB, _PAIR_BYTES) stay in the 2 MiB L2 while each GEMM is long enough.
+#: Measured, 1 thread, GFLOP/s for 256 / 512 / 1024 / 2048 / 4096 rows: k = 15: 25, 27, 27, 24, 24;
+#: k = 55: 52, 51, 50, 46, 33 (scripts/bench_recovery.py reports the rate against GEMM).
 _SUB = 1024
+_PAIR_BYTES = 1 << 20
+#: Rows per covariance GEMM (measured at d = 20: 0.49 / 0.61 / 0.64 x peak for 1024 / 4096 / 65536
+#: rows, while 4096 x d keeps the shifted copy in L2).
+_COV_SUB = 4096
 
 
 def _n_rows(X: Any) -> tuple[int, int]:
@@ -49,11 +54,13 @@ def _n_rows(X: Any) -> tuple[int, int]:
     return n, d
 
 
-def iter_chunks(X: Any, chunk: int = DEFAULT_CHUNK) -> Iterator[torch.Tensor]:
+def iter_chunks(X: Any, chunk: int = DEFAULT_CHUNK, check_finite: bool = True) -> Iterator[torch.Tensor]:
     """Yield consecutive row blocks of X as contiguous float64 CPU torch tensors (<= ``chunk`` rows).
 
     Accepts numpy arrays, ``np.memmap`` (only the current block is paged in) and torch tensors
-    (moved to CPU one block at a time). Raises :class:`pfbench.ConfigError` on non-finite values.
+    (moved to CPU one block at a time). Raises :class:`pfbench.ConfigError` on non-finite values
+    unless ``check_finite`` is False (a caller whose result would turn non-finite anyway can check
+    that once and call :func:`check_finite_rows` to name the row).
     The contractions run in torch because its CPU BLAS (MKL) is 2x faster than numpy's OpenBLAS on
     the skinny GEMMs here (k = 15 rows x 2048 x 120 columns; measured in scripts/bench_recovery.py).
     """
@@ -69,92 +76,131 @@ def iter_chunks(X: Any, chunk: int = DEFAULT_CHUNK) -> Iterator[torch.Tensor]:
             arr = np.ascontiguousarray(block, dtype=np.float64)
             # A read-only float64 memmap comes back as a view; torch wants writable memory.
             block = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
-        # One reduction is 40x cheaper than an elementwise isfinite mask; locate rows only on failure.
-        if not math.isfinite(float(block.sum())):
-            bad = torch.nonzero(~torch.isfinite(block).all(dim=1)).reshape(-1)
-            where = f"row {start + int(bad[0])}" if bad.numel() else f"rows {start}..{start + len(block) - 1}"
-            raise ConfigError(f"samples contain non-finite values (or overflow) at {where}; clean the data")
+        if check_finite:
+            _check_block(block, start)
         yield block
+
+
+def _check_block(block: torch.Tensor, start: int) -> None:
+    # One reduction is 40x cheaper than an elementwise isfinite mask; locate rows only on failure.
+    if not math.isfinite(float(block.sum())):
+        bad = torch.nonzero(~torch.isfinite(block).all(dim=1)).reshape(-1)
+        where = f"row {start + int(bad[0])}" if bad.numel() else f"rows {start}..{start + len(block) - 1}"
+        raise ConfigError(f"samples contain non-finite values (or overflow) at {where}; clean the data")
+
+
+def check_finite_rows(X: Any, chunk: int = DEFAULT_CHUNK) -> None:
+    """Raise the one-line :class:`pfbench.ConfigError` naming the first non-finite row of X, if any."""
+    for _ in iter_chunks(X, chunk):
+        pass
 
 
 def mean_cov(X: Any, chunk: int = DEFAULT_CHUNK) -> tuple[int, np.ndarray, np.ndarray]:
     """One streamed pass: (n, mean (d,), covariance (d, d) with the 1/n normalization).
 
-    Chunk statistics (n_j, mean_j, M2_j = sum (x - mean_j)(x - mean_j)^T) are merged by
-    M2 = M2_a + M2_b + delta delta^T n_a n_b / (n_a + n_b), delta = mean_b - mean_a (Chan, Golub and
-    LeVeque), which avoids the cancellation of the one-pass E[x x^T] - mean mean^T formula. Cost
-    O(n d^2) flops (one GEMM per chunk), memory O(chunk d + d^2).
+    Within a chunk the rows are shifted by a pilot mean s (the running mean, or for the first chunk
+    the mean of its first rows) into a reused buffer with a column of ones, and one GEMM per
+    sub-block of _COV_SUB rows accumulates [x - s, 1]^T [x - s, 1]: the shifted sums S2, S1 and the
+    count together. Chunk statistics n_j, mean_j = s + S1 / n_j, M2_j = S2 - S1 S1^T / n_j are exact
+    up to rounding of order eps |mean_j - s|^2 / var (s is close to the chunk mean), and chunks are
+    merged by M2 = M2_a + M2_b + delta delta^T n_a n_b / (n_a + n_b), delta = mean_b - mean_a (Chan,
+    Golub and LeVeque), so drifting or offset data lose no digits to the one-pass E[x x^T] - mean
+    mean^T cancellation. Cost O(n d^2) flops, memory O(chunk d + d^2). Non-finite data make the sums
+    non-finite; only then is X scanned to name the row.
     """
     _, d = _n_rows(X)
     count = 0
     mean = torch.zeros(d, dtype=torch.float64)
     m2 = torch.zeros(d, d, dtype=torch.float64)
-    for block in iter_chunks(X, chunk):
+    buf = torch.empty(_COV_SUB, d + 1, dtype=torch.float64)
+    buf[:, d] = 1.0
+    acc = torch.empty(d + 1, d + 1, dtype=torch.float64)
+    for block in iter_chunks(X, chunk, check_finite=False):
         nb = block.shape[0]
-        mb = block.mean(dim=0)
-        cb = block - mb
+        shift = mean.clone() if count else block[:1024].mean(dim=0)
+        acc.zero_()
+        for s in range(0, nb, _COV_SUB):
+            b = buf[:min(_COV_SUB, nb - s)]
+            torch.sub(block[s:s + _COV_SUB], shift, out=b[:, :d])
+            acc.addmm_(b.T, b)
+        dc = acc[d, :d] / nb
+        mb = shift + dc
         delta = mb - mean
         tot = count + nb
-        m2.addmm_(cb.T, cb).add_(torch.outer(delta, delta), alpha=count * nb / tot)
+        m2.add_(acc[:d, :d]).sub_(torch.outer(dc, dc), alpha=nb).add_(torch.outer(delta, delta), alpha=count * nb / tot)
         mean += delta * (nb / tot)
         count = tot
+    if not (bool(torch.isfinite(m2).all()) and bool(torch.isfinite(mean).all())):
+        check_finite_rows(X, chunk)
+        raise ConfigError("the covariance overflowed float64 on finite data; rescale the samples")
     cov = (m2 / count).numpy()
     return count, mean.numpy(), 0.5 * (cov + cov.T)
 
 
 class _ThirdMoment:
-    """Accumulates sum_s y_s (x) y_s (x) y_s over row blocks y (c, k), storing the k(k+1)/2 pairs i <= j.
+    """Accumulates sum_s y_s (x) y_s (x) y_s over centred row blocks, y_s = U^T x_s in R^k.
 
-    Per sub-block of _SUB rows: the pair products y_i y_j (i <= j) go into a preallocated
-    (k(k+1)/2, c) buffer (k vectorized products, no gather), then one GEMM (k x c) @ (c x k(k+1)/2)
-    adds the contraction with y: 2 c k^2 (k+1)/2 flops, memory O(_SUB k^2).
+    Pair products without a gather: for odd k, every unordered pair {i, j} is exactly one
+    (i, (i + o) mod k) with offset o in 0..(k-1)/2 (for even k the offset k/2 lists its k/2 pairs
+    twice). With y2 = [y; y] stored feature-major (2k, c), the m = k//2 + 1 shifted copies
+    y2[o:o + k] are one strided view (m, k, c), so a single multiply writes all m k products
+    z[o, i] = y_i y_(i+o) with a contiguous inner loop over the c samples, and one GEMM
+    (m k, c) @ (c, k) contracts them with y. Per sub-block of ``self.sub`` <= _SUB rows (fewer for
+    large k, so the products stay in L2): centre, project, one multiply, one GEMM; buffers and views
+    are made once. The GEMM runs at 0.6-0.75 x peak; at small k the pair products and reading the
+    data cost as much again (scripts/bench_recovery.py times each stage). Flops per row: d
+    (centring) + 2 d k (projection) + m k (pairs) + 2 k^2 m (GEMM); memory O(sub (d + m k)).
     """
 
-    def __init__(self, k: int):
-        self.k = int(k)
-        self.npair = self.k * (self.k + 1) // 2
-        self.acc = torch.zeros(self.k, self.npair, dtype=torch.float64)
-        self.buf = torch.empty(self.npair, _SUB, dtype=torch.float64)
+    def __init__(self, U: np.ndarray, mean: np.ndarray):
+        d, k = U.shape
+        self.d, self.k = int(d), int(k)
+        self.m = self.k // 2 + 1
+        self.ncol = self.m * self.k
+        self.ut = torch.from_numpy(np.ascontiguousarray(U.T, dtype=np.float64))
+        self.mu = torch.from_numpy(np.ascontiguousarray(mean, dtype=np.float64))
+        self.acc = torch.zeros(self.ncol, self.k, dtype=torch.float64)
+        self.sub = max(256, min(_SUB, 1 << int(math.log2(max(1.0, _PAIR_BYTES / (8 * self.ncol))))))
+        self._flat = [torch.empty(self.sub * n, dtype=torch.float64) for n in (self.d, 2 * self.k, self.ncol)]
+        self._full = self._views(self.sub)
 
-    def add(self, centred: torch.Tensor, ut: torch.Tensor) -> None:
-        """Add the rows of a centred block (c, d), projected sub-block by sub-block with ut = U^T (k, d).
+    def _views(self, c: int) -> tuple[torch.Tensor, ...]:
+        cflat, yflat, zflat = self._flat
+        cb = cflat[:c * self.d].view(c, self.d)
+        y2 = yflat[:2 * self.k * c].view(2 * self.k, c)
+        y, z = y2[:self.k], zflat[:self.ncol * c].view(self.m, self.k, c)
+        return cb, cb.T, y2[:self.k], y2[self.k:], y.unsqueeze(0), y2.as_strided((self.m, self.k, c), (c, c, 1)), \
+            z, z.view(self.ncol, c), y.T
 
-        Each sub-block's projection yt = U^T x^T (k, c) is computed contiguous: a strided view of a
-        whole-block projection has a leading dimension of 65536 doubles, a power of two that makes
-        the GEMM's rows alias in cache (measured: 27 against 46 GFLOP/s at k = 55).
-        """
-        k = self.k
-        for s in range(0, centred.shape[0], _SUB):
-            yt = torch.mm(ut, centred[s:s + _SUB].T)  # (k, c), contiguous
-            c = yt.shape[1]
-            buf = self.buf[:, :c]
-            off = 0
-            for i in range(k):
-                torch.mul(yt[i:], yt[i], out=buf[off:off + k - i])
-                off += k - i
-            self.acc.addmm_(yt, buf.T)
+    def add(self, block: torch.Tensor) -> None:
+        """Add the rows of an uncentred float64 block (c, d)."""
+        full, sub = self._full, self.sub
+        mu, ut, acc = self.mu, self.ut, self.acc
+        for s in range(0, block.shape[0], sub):
+            xs = block[s:s + sub]
+            cb, cbt, y, ycopy, yrow, shifted, z, z2, yt = full if xs.shape[0] == sub else self._views(xs.shape[0])
+            # Centre before projecting: U^T x - U^T mean would lose |mean| / |x - mean| digits.
+            torch.sub(xs, mu, out=cb)
+            torch.mm(ut, cbt, out=y)
+            ycopy.copy_(y)
+            torch.mul(yrow, shifted, out=z)
+            acc.addmm_(z2, yt)
 
     def tensor(self, n: int) -> np.ndarray:
         return _unpack_pairs(self.acc.numpy() / n, self.k)
 
 
-def pair_index(k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (i <= j) of a k x k symmetric matrix in the order i, then j: k(k+1)/2 of them."""
-    return np.triu_indices(k)
-
-
 def _unpack_pairs(acc: np.ndarray, k: int) -> np.ndarray:
-    """(k, k(k+1)/2) with columns over pairs j <= l -> the symmetric (k, k, k) tensor.
+    """(m k, k) with row o k + i holding sum y_i y_(i+o mod k) y_l in column l -> the symmetric (k, k, k) tensor.
 
-    Entry (i, j, l) is read once, at its sorted index i <= j <= l, and written to all its
-    permutations, so the result is exactly symmetric (the GEMM computes some entries twice, with
-    different rounding).
+    Entry (i, j, l) is read once, at its sorted index i <= j <= l, from the row of the pair {i, j},
+    and written to all its permutations, so the result is exactly symmetric (the GEMM computes
+    some entries more than once, with different rounding).
     """
-    iu, ju = pair_index(k)
-    col = np.empty((k, k), dtype=np.int64)
-    col[iu, ju] = np.arange(iu.size)
     i, j, l = (np.asarray(t) for t in zip(*itertools.combinations_with_replacement(range(k), 3)))
-    vals = acc[i, col[j, l]]
+    o = (j - i) % k
+    row = np.where(o <= k // 2, o * k + i, ((i - j) % k) * k + j)
+    vals = acc[row, l]
     out = np.empty((k, k, k))
     for a, b, c in itertools.permutations((i, j, l)):
         out[a, b, c] = vals
@@ -164,9 +210,11 @@ def _unpack_pairs(acc: np.ndarray, k: int) -> np.ndarray:
 def third_moment_projected(X: Any, mean: np.ndarray, U: np.ndarray, chunk: int = DEFAULT_CHUNK) -> np.ndarray:
     """K_U = (1/n) sum_s y_s^{(x)3}, y_s = U^T (x_s - mean): the third central moment in U coordinates.
 
-    Shapes: X (n, d), mean (d,), U (d, k) -> (k, k, k), fully symmetric. Cost n k^2 (k+1) flops for
-    the contraction plus 2 n d k for the projection; memory O(chunk (d + k) + _SUB k^2 + k^3), never
-    O(d^3) unless U is d x d.
+    Shapes: X (n, d), mean (d,), U (d, k) -> (k, k, k), fully symmetric. Cost 2 n k^2 (k//2 + 1)
+    flops for the contraction (n k^2 (k+1) for odd k) plus 2 n d k for the projection; memory
+    O(chunk d + _SUB (d + k^2) + k^3), never O(d^3) unless U is d x d. The data are not checked
+    chunk by chunk: a non-finite row makes the accumulated sums non-finite, and only then is X
+    scanned to name the row (an overflow with finite data is reported as such).
     """
     n, d = _n_rows(X)
     U = np.asarray(U, dtype=np.float64)
@@ -175,12 +223,12 @@ def third_moment_projected(X: Any, mean: np.ndarray, U: np.ndarray, chunk: int =
         raise ConfigError(
             f"third_moment_projected: need mean ({d},) and U ({d}, k); got {mean.shape} and {U.shape}"
         )
-    acc = _ThirdMoment(U.shape[1])
-    ut = torch.from_numpy(np.ascontiguousarray(U.T))
-    mu_t = torch.from_numpy(mean)
-    for block in iter_chunks(X, chunk):
-        # Centre before projecting: U^T x - U^T mean would lose |mean| / |x - mean| digits.
-        acc.add(block - mu_t, ut)
+    acc = _ThirdMoment(U, mean)
+    for block in iter_chunks(X, chunk, check_finite=False):
+        acc.add(block)
+    if not bool(torch.isfinite(acc.acc).all()):
+        check_finite_rows(X, chunk)
+        raise ConfigError("the third moment overflowed float64 on finite data; rescale the samples")
     return acc.tensor(n)
 
 
