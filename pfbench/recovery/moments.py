@@ -59,10 +59,10 @@ def iter_chunks(X: Any, chunk: int = DEFAULT_CHUNK, check_finite: bool = True) -
 
     Accepts numpy arrays, ``np.memmap`` (only the current block is paged in) and torch tensors
     (moved to CPU one block at a time). Raises :class:`pfbench.ConfigError` on non-finite values
-    unless ``check_finite`` is False (a caller whose result would turn non-finite anyway can check
-    that once and call :func:`check_finite_rows` to name the row).
+    unless ``check_finite`` is False (for a caller whose sums would turn non-finite anyway: it checks
+    them once and calls :func:`_raise_non_finite` to name the row).
     The contractions run in torch because its CPU BLAS (MKL) is 2x faster than numpy's OpenBLAS on
-    the skinny GEMMs here (k = 15 rows x 2048 x 120 columns; measured in scripts/bench_recovery.py).
+    the skinny GEMMs here (e.g. (120 x 1024) @ (1024 x 15) at k = 15; measured in scripts/bench_recovery.py).
     """
     n, _ = _n_rows(X)
     if int(chunk) < 1:
@@ -89,10 +89,12 @@ def _check_block(block: torch.Tensor, start: int) -> None:
         raise ConfigError(f"samples contain non-finite values (or overflow) at {where}; clean the data")
 
 
-def check_finite_rows(X: Any, chunk: int = DEFAULT_CHUNK) -> None:
-    """Raise the one-line :class:`pfbench.ConfigError` naming the first non-finite row of X, if any."""
+def _raise_non_finite(X: Any, chunk: int, what: str) -> None:
+    """Sums over X came out non-finite: raise the one-line error naming X's first non-finite row,
+    or, if every row is finite, saying that ``what`` overflowed."""
     for _ in iter_chunks(X, chunk):
         pass
+    raise ConfigError(f"the {what} overflowed float64 on finite data; rescale the samples")
 
 
 def mean_cov(X: Any, chunk: int = DEFAULT_CHUNK) -> tuple[int, np.ndarray, np.ndarray]:
@@ -131,8 +133,7 @@ def mean_cov(X: Any, chunk: int = DEFAULT_CHUNK) -> tuple[int, np.ndarray, np.nd
         mean += delta * (nb / tot)
         count = tot
     if not (bool(torch.isfinite(m2).all()) and bool(torch.isfinite(mean).all())):
-        check_finite_rows(X, chunk)
-        raise ConfigError("the covariance overflowed float64 on finite data; rescale the samples")
+        _raise_non_finite(X, chunk, "covariance")
     cov = (m2 / count).numpy()
     return count, mean.numpy(), 0.5 * (cov + cov.T)
 
@@ -147,7 +148,7 @@ class _ThirdMoment:
     z[o, i] = y_i y_(i+o) with a contiguous inner loop over the c samples, and one GEMM
     (m k, c) @ (c, k) contracts them with y. Per sub-block of ``self.sub`` <= _SUB rows (fewer for
     large k, so the products stay in L2): centre, project, one multiply, one GEMM; buffers and views
-    are made once. The GEMM runs at 0.6-0.75 x peak; at small k the pair products and reading the
+    are made once. The GEMM stage runs at 0.75-0.95 x peak; at small k the pair products and reading the
     data cost as much again (scripts/bench_recovery.py times each stage). Flops per row: d
     (centring) + 2 d k (projection) + m k (pairs) + 2 k^2 m (GEMM); memory O(sub (d + m k)).
     """
@@ -169,7 +170,7 @@ class _ThirdMoment:
         cb = cflat[:c * self.d].view(c, self.d)
         y2 = yflat[:2 * self.k * c].view(2 * self.k, c)
         y, z = y2[:self.k], zflat[:self.ncol * c].view(self.m, self.k, c)
-        return cb, cb.T, y2[:self.k], y2[self.k:], y.unsqueeze(0), y2.as_strided((self.m, self.k, c), (c, c, 1)), \
+        return cb, cb.T, y, y2[self.k:], y.unsqueeze(0), y2.as_strided((self.m, self.k, c), (c, c, 1)), \
             z, z.view(self.ncol, c), y.T
 
     def add(self, block: torch.Tensor) -> None:
@@ -227,8 +228,7 @@ def third_moment_projected(X: Any, mean: np.ndarray, U: np.ndarray, chunk: int =
     for block in iter_chunks(X, chunk, check_finite=False):
         acc.add(block)
     if not bool(torch.isfinite(acc.acc).all()):
-        check_finite_rows(X, chunk)
-        raise ConfigError("the third moment overflowed float64 on finite data; rescale the samples")
+        _raise_non_finite(X, chunk, "third moment")
     return acc.tensor(n)
 
 
