@@ -1,7 +1,11 @@
 import os
 
-import pytest
-import torch
+from pfbench import limit_blas_threads
+
+limit_blas_threads()  # one BLAS thread, as in production: before numpy/torch load their BLAS
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

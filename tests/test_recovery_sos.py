@@ -27,7 +27,9 @@ def test_exact_recovery_r2_d3(seed):
     est = SoSQuadraticEstimator(latent_dim=2, out_dim=3).fit_moments(population_summary(Q, k=3))
     assert quadratic_gauge_error(Q, est.Q_) <= 1e-4
     info = est.info_
-    assert info["solver_status"] == "optimal" and info["converged"]
+    # "optimal_inaccurate" is the same solution at a looser stopping test (CPU-dependent rounding)
+    assert info["solver_status"] in {"optimal", "optimal_inaccurate"} and info["converged"]
+    assert "tight" in info["certificate"] and "not tight" not in info["certificate"]
     assert 0.0 <= info["residual_norm"] <= 1e-6
     # A point-mass pseudo-distribution: the degree <= 1 moment block is rank one.
     assert 0.0 <= info["moment_matrix_rank1_ratio"] <= 1e-5
@@ -35,6 +37,21 @@ def test_exact_recovery_r2_d3(seed):
     Qh = est.Q_
     assert Qh[0, 0, 1] == 0.0 and Qh[0, 0, 0] >= Qh[0, 1, 1] and Qh[1, 0, 1] >= -1e-8
     assert info["moment_rows"] == 21 and info["sos_unknowns"] == 5
+
+
+def test_a_non_tight_relaxation_is_not_reported_converged(monkeypatch):
+    # the solver says optimal but the moment block has rank two (a mixture pseudo-distribution on
+    # exact moments): the output is a rounding, so the estimator must not call it converged
+    import pfbench.recovery.sos as sos
+
+    Q = _instance(2, 3, 0).params()["Q"].numpy()
+    fake = {"status": "optimal", "objective": 1e-9, "solve_time_s": 0.0, "rank1_ratio": 0.4, "solver": "CLARABEL"}
+    monkeypatch.setattr(sos, "sos_recover", lambda *a, **k: (Q.copy(), dict(fake)))
+    info = SoSQuadraticEstimator(latent_dim=2, out_dim=3).fit_moments(population_summary(Q, k=3)).info_
+    assert not info["converged"] and info["certificate"].startswith("not tight")
+    fake["rank1_ratio"] = 1e-7
+    info = SoSQuadraticEstimator(latent_dim=2, out_dim=3).fit_moments(population_summary(Q, k=3)).info_
+    assert info["converged"] and info["certificate"].startswith("rank-one")
 
 
 def test_size_counts_match_the_program():
@@ -76,7 +93,7 @@ def test_from_samples_and_through_the_entry_point(tmp_path):
     rec = run_inprocess(ov, tmp_path)
     assert rec["status"] == "completed", rec.get("reason")
     on_disk = metrics(tmp_path)
-    assert on_disk["fit"]["solver_status"] == "optimal" and on_disk["fit"]["moment_rows"] == 21
+    assert on_disk["fit"]["solver_status"] in {"optimal", "optimal_inaccurate"} and on_disk["fit"]["moment_rows"] == 21
     # Sampling noise at n = 1e5 (the moment estimator's oracle floor is about 0.01 here).
     assert 0.002 <= on_disk["metrics"]["param_error"] <= 0.05
     X = np.asarray(_instance(2, 3, 1).sample_batched(100_000, torch_generator(1, "train")))
