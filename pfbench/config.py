@@ -32,6 +32,7 @@ class DataConfig:
     out_dim: int | None = 20  # data=file: null = from the file
     n_train: int | None = 10000  # data=file: null = every row not held out
     n_test: int = 2000
+    n_val: int = 0  # validation sample for every selection (own seeded stream; carved from data=file)
     path: str | None = None  # data=file: the sample matrix
     key: str | None = None  # data=file: array name inside .npz / .pt
     family: str | None = None  # data=file: the family believed to have generated the samples
@@ -63,6 +64,10 @@ class TrainConfig:
     gp_weight: float = 10.0
     log_every: int = 25
     checkpoint_every: int = 500
+    eval_every: int | None = None  # periodic evaluation on the validation split; null = off
+    select_by: str = "val_moments"  # selection statistic (pfbench.selection.STATISTICS)
+    patience: int | None = None  # early stop after this many evaluations without improvement; null = off
+    ema: float | None = None  # EMA decay of an averaged generator (e.g. 0.999); null = off
 
 
 @dataclass
@@ -76,6 +81,7 @@ class ModelConfig:
     encoder: NetConfig = field(default_factory=NetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     params: dict[str, Any] = field(default_factory=dict)  # estimator hyperparameters (free-form)
+    tuned: str | None = None  # where tuned hyperparameters came from (conf/model/*_tuned.yaml)
 
 
 @dataclass
@@ -177,6 +183,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     _check(d.out_dim is None or d.out_dim >= 1, f"data.out_dim={d.out_dim} must be >= 1")
     _check(d.n_train is None or d.n_train > 0, f"data.n_train={d.n_train} must be > 0 (number of training samples)")
     _check(d.n_test >= 2, f"data.n_test={d.n_test} must be >= 2 (held-out samples for the evaluation)")
+    _check(d.n_val == 0 or d.n_val >= 2, f"data.n_val={d.n_val} must be 0 (no validation split) or >= 2")
     _check(d.instance.sigma >= 0, f"data.instance.sigma={d.instance.sigma} must be >= 0 (a noise level)")
     _check(m.kind in ("gan", "vae", "estimator"), f"model.kind='{m.kind}' must be gan, vae or estimator")
     if m.kind != "estimator":
@@ -190,6 +197,15 @@ def validate(cfg: DictConfig) -> DictConfig:
         _check(t.clip is None or t.clip > 0, f"model.train.clip={t.clip} must be > 0 or null")
         _check(t.gp_weight >= 0, f"model.train.gp_weight={t.gp_weight} must be >= 0")
         _check(t.optimizer in ("adam", "rmsprop"), f"model.train.optimizer='{t.optimizer}' must be adam or rmsprop")
+        from pfbench.selection import STATISTICS
+
+        _check(t.eval_every is None or t.eval_every >= 1, f"model.train.eval_every={t.eval_every} must be >= 1 or null")
+        _check(t.eval_every is None or d.n_val >= 2,
+               f"model.train.eval_every={t.eval_every} selects on validation data; set data.n_val (e.g. 5000)")
+        _check(t.select_by in STATISTICS, f"model.train.select_by='{t.select_by}' must be one of {list(STATISTICS)}")
+        _check(t.patience is None or (t.patience >= 1 and t.eval_every is not None),
+               f"model.train.patience={t.patience} must be >= 1 and needs model.train.eval_every")
+        _check(t.ema is None or 0.0 < t.ema < 1.0, f"model.train.ema={t.ema} must be in (0, 1) or null")
         for net in ("generator_mlp", "critic", "encoder"):
             n = m[net]
             _check(n.width >= 1 and n.depth >= 0, f"model.{net}: width={n.width} must be >= 1, depth={n.depth} >= 0")

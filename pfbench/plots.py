@@ -41,18 +41,41 @@ def plot_samples(true: np.ndarray, fake: np.ndarray | None, path: Path, title: s
     return path
 
 
-def plot_curves(history: list[dict], path: Path, title: str) -> Path | None:
-    """One panel per logged quantity against the generator step."""
-    if not history:
+def plot_curves(history: list[dict], path: Path, title: str, evals: list[dict] | None = None,
+                selected_step: int | None = None) -> Path | None:
+    """One panel per logged loss against the generator step, and one for the periodic evaluations.
+
+    The evaluation panel (log y) shows the validation statistics and, for the record, the parameter
+    error against the truth (dashed: EMA generator); the selected checkpoint is a vertical line.
+    """
+    evals = evals or []
+    if not history and not evals:
         return None
-    keys = [k for k in history[0] if k != "step"]
+    keys = [k for k in history[0] if k != "step"] if history else []
+    n_panels = len(keys) + (1 if evals else 0)
+    fig, axes = plt.subplots(1, n_panels, figsize=(4.2 * n_panels, 3.4), squeeze=False)
     steps = [h["step"] for h in history]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
     for ax, k in zip(axes[0], keys):
         ax.plot(steps, [h.get(k, np.nan) for h in history])
         ax.set_xlabel("generator step")
         ax.set_title(k)
         ax.grid(alpha=0.3)
+    if evals:
+        ax = axes[0][-1]
+        es = [e["step"] for e in evals]
+        for k, color in (("val_moments", "C0"), ("val_sw", "C1"), ("param_error", "C3")):
+            for prefix, style in (("", "-"), ("ema_", "--")):
+                vals = [e.get(prefix + k) for e in evals]
+                vals = [np.nan if v is None or not np.isfinite(v) or v <= 0 else v for v in vals]
+                if not all(np.isnan(vals)):
+                    ax.plot(es, vals, style, color=color, label=prefix + k + (" (truth)" if k == "param_error" else ""))
+        if selected_step is not None:
+            ax.axvline(selected_step, color="k", lw=0.8, alpha=0.6, label=f"selected ({selected_step})")
+        ax.set_yscale("log")
+        ax.set_xlabel("generator step")
+        ax.set_title("periodic evaluation")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -66,6 +66,11 @@ class Tracker:
         if self.run is not None:
             self.run.log({f"train/{k}": v for k, v in values.items() if k != "step"}, step=step)
 
+    def log_eval(self, step: int, values: dict[str, float]) -> None:
+        """Periodic evaluations: ``val/*`` selection statistics and the parameter error for the record."""
+        if self.run is not None:
+            self.run.log({f"val/{k}": v for k, v in values.items() if k != "step"}, step=step)
+
     def log_images(self, paths: dict[str, Path]) -> None:
         if self.run is not None:
             import wandb

@@ -12,12 +12,13 @@ limit_blas_threads()  # before numpy loads
 
 import hashlib
 import json
+import math
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import hydra
 import torch
@@ -60,22 +61,36 @@ def make_truth(cfg: DictConfig):
                          **family_kwargs(d))
 
 
-def make_data(cfg: DictConfig):
-    """The true pushforward (None for the user's samples) and train / held-out test samples (float64)."""
+class Data(NamedTuple):
+    """The true pushforward (None for the user's samples) and the three disjoint splits (float64)."""
+
+    truth: Any
+    x_train: torch.Tensor
+    x_val: torch.Tensor | None  # None when data.n_val = 0
+    x_test: torch.Tensor
+
+
+def make_data(cfg: DictConfig) -> Data:
+    """Train / validation / test samples, each from its own seeded stream (or carved from data=file).
+
+    Only the test split's final evaluation reads ``x_test``; every selection (checkpoint,
+    hyperparameters, early stop) reads ``x_val``.
+    """
     d = cfg.data
     if d.name == "file":
         from pfbench.userdata import load_samples, split_samples
 
         x = load_samples(d.path, d.key)
-        x_train, x_test = split_samples(
+        x_train, x_test, x_val = split_samples(
             x, n_test=d.n_test, n_train=d.n_train, min_train=max(2, cfg.model.train.batch_size // 8),
-            generator=numpy_generator(cfg.seed, "file_split"), path=d.path, out_dim=d.out_dim)
+            generator=numpy_generator(cfg.seed, "file_split"), path=d.path, out_dim=d.out_dim, n_val=d.n_val)
         d.out_dim = int(x.shape[1])
-        return None, x_train, x_test
+        return Data(None, x_train, x_val, x_test)
     truth = make_truth(cfg)
     x_train = truth.sample_batched(d.n_train, torch_generator(cfg.seed, "train"))
     x_test = truth.sample_batched(d.n_test, torch_generator(cfg.seed, "test"))
-    return truth, x_train, x_test
+    x_val = truth.sample_batched(d.n_val, torch_generator(cfg.seed, "val")) if d.n_val else None
+    return Data(truth, x_train, x_val, x_test)
 
 
 def generator_record(g, family_name: str | None, kwargs: dict, mlp: dict | None = None) -> dict:
@@ -111,8 +126,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     m, d = cfg.model, cfg.data
     record: dict[str, Any] = {
         "method": m.name, "loss": m.loss, "generator": m.generator if m.kind != "estimator" else "estimator",
-        "data": d.name, "latent_dim": d.latent_dim, "out_dim": d.out_dim, "n_train": d.n_train,
-        "seed": cfg.seed, "status": "running", "reason": None, "steps": 0,
+        "tuned": m.get("tuned"), "data": d.name, "latent_dim": d.latent_dim, "out_dim": d.out_dim,
+        "n_train": d.n_train, "n_val": d.n_val, "seed": cfg.seed, "status": "running", "reason": None, "steps": 0,
     }
     from pfbench.tracking import Tracker
 
@@ -120,72 +135,20 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     tracker = Tracker(cfg, run_dir, name=run_dir.name, group=sweep, job_type=m.name)
     timing: dict[str, float] = {}
     try:
-        fam = family_of(d)
-        fkw = family_kwargs(d)
-
-        def estimator():
-            from pfbench.recovery import make_estimator
-
-            return make_estimator(m.name, fam or "file", latent_dim=d.latent_dim, out_dim=d.out_dim, seed=cfg.seed,
-                                  family_kwargs=fkw, params=OmegaConf.to_container(m.params, resolve=True))
-
         # Identifiability and problem-size refusals come from the constructor: before any sampling
         # whenever out_dim is known up front (data=file learns it from the file).
-        est = estimator() if m.kind == "estimator" and d.out_dim is not None else None
-        truth, x_train, x_test = make_data(cfg)
-        record["out_dim"], record["n_train"] = d.out_dim, int(x_train.shape[0])
+        est = _make_estimator(cfg) if m.kind == "estimator" and d.out_dim is not None else None
+        data = make_data(cfg)
+        record["out_dim"], record["n_train"] = d.out_dim, int(data.x_train.shape[0])
         if m.kind == "estimator":
-            est = est or estimator()
-            t0 = time.perf_counter()
-            est.fit(x_train.numpy())
-            timing["fit_time_s"] = time.perf_counter() - t0
-            model = est.pushforward_
-            record["fit"] = {k: v for k, v in est.info_.items() if "time" not in k}
-            timing.update({f"fit_{k}" if not k.startswith("fit") else k: v
-                           for k, v in est.info_.items() if "time" in k})
-            if hasattr(est, "extra_metrics") and truth is not None:
-                record["fit"].update(est.extra_metrics(truth, x_train.numpy()))
-            record["status"] = "completed" if est.info_.get("converged", True) else "not_converged"
-            save_checkpoint(run_dir / "generator.pt", generator_record(model, fam, fkw))
-            history: list[dict] = []
+            fitted = _fit_estimator(cfg, est or _make_estimator(cfg), data, record, timing, run_dir)
         else:
-            from pfbench.models import build_trainer
-            from pfbench.training import train
-
-            trainer = build_trainer(m, family=fam, latent_dim=d.latent_dim, out_dim=d.out_dim,
-                                    family_kwargs=fkw, seed=cfg.seed)
-            for mod in trainer.modules().values():
-                mod.to(device)
-            res = train(trainer, x_train.float().to(device), steps=m.train.steps,
-                        seed_rng=torch_generator(cfg.seed, "batches", device=device),
-                        log_every=m.train.log_every, checkpoint_every=m.train.checkpoint_every,
-                        checkpoint_path=run_dir / "checkpoint.pt", fingerprint=fingerprint(cfg),
-                        resume=cfg.resume, progress=cfg.progress, desc=f"{m.name}/{d.name}", on_log=tracker.log)
-            model = trainer.generator.cpu()
-            history = res.history
-            timing["train_time_s"] = res.train_time_s
-            record.update(status=res.status, steps=res.steps, reason=res.reason,
-                          diverged_step=res.diverged_step, resumed_from=res.resumed_from)
-            if res.status == "completed":
-                save_checkpoint(run_dir / "generator.pt", generator_record(
-                    model, fam, fkw, OmegaConf.to_container(m.generator_mlp, resolve=True)))
-
-        if record["status"] == "diverged":
-            metrics: dict[str, Any] = {"eval_status": f"skipped: run diverged ({record['reason']})"}
-        else:
-            from pfbench.metrics.evaluate import evaluate
-
-            t0 = time.perf_counter()
-            metrics = evaluate(model, x_test, truth=truth, cfg=cfg.eval, seed=cfg.seed, progress=cfg.progress)
-            timing["eval_time_s"] = time.perf_counter() - t0
-            for k in [k for k in metrics if "time" in k]:
-                timing[k] = metrics.pop(k)
-            metrics.update(run_tasks(cfg, model, truth, timing))
-        record["metrics"] = metrics
-        if history:
-            write_json(run_dir / "history.json", history)
+            fitted = _train_generator(cfg, data, record, timing, run_dir, device, tracker)
+        _evaluate_all(cfg, fitted, data, record, timing)
+        if fitted.history or fitted.evals:
+            write_json(run_dir / "history.json", {"train": fitted.history, "eval": fitted.evals})
         if cfg.plots:
-            _plots(cfg, run_dir, model, x_test, history, record, tracker)
+            _plots(cfg, run_dir, fitted.model, data.x_test, fitted.history, fitted.evals, record, tracker)
     except ConfigError:
         tracker.finish({"status": "failed"}, exit_code=1)
         raise
@@ -198,6 +161,133 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     tracker.finish({k: v for k, v in record.items() if k != "timing"} | {"timing": timing},
                    exit_code=0 if record["status"] != "failed" else 1)
     return record
+
+
+class Fitted(NamedTuple):
+    """What a method hands to the evaluation: its final model and, for learned generators, the rest."""
+
+    model: Any
+    history: list[dict]  # training losses
+    evals: list[dict]  # periodic evaluations (eval_every)
+    selected: Any = None  # best-by-validation checkpoint (a generator), if any
+    ema: Any = None  # averaged generator, if model.train.ema
+    monitor: Any = None
+
+
+def _make_estimator(cfg: DictConfig):
+    from pfbench.recovery import make_estimator
+
+    m, d = cfg.model, cfg.data
+    return make_estimator(m.name, family_of(d) or "file", latent_dim=d.latent_dim, out_dim=d.out_dim, seed=cfg.seed,
+                          family_kwargs=family_kwargs(d), params=OmegaConf.to_container(m.params, resolve=True))
+
+
+def _fit_estimator(cfg: DictConfig, est, data: Data, record: dict, timing: dict, run_dir: Path) -> Fitted:
+    t0 = time.perf_counter()
+    est.fit(data.x_train.numpy())
+    timing["fit_time_s"] = time.perf_counter() - t0
+    info = dict(est.info_)
+    timing.update({(k if k.startswith("fit") else f"fit_{k}"): v for k, v in info.items() if k.endswith("time_s")})
+    record["fit"] = {k: v for k, v in info.items() if not k.endswith("time_s")}
+    if hasattr(est, "extra_metrics") and data.truth is not None:
+        record["fit"].update(est.extra_metrics(data.truth, data.x_train.numpy()))
+    record["status"] = "completed" if info.get("converged", True) else "not_converged"
+    save_checkpoint(run_dir / "generator.pt", generator_record(est.pushforward_, family_of(cfg.data),
+                                                               family_kwargs(cfg.data)))
+    return Fitted(est.pushforward_, [], [])
+
+
+def _param_error_recorder(cfg: DictConfig, truth):
+    """The parameter error against the truth, for the record of periodic evaluations (never selection)."""
+    if truth is None:
+        return None
+    from pfbench.metrics.evaluate import _param_error_block, resolve_eval_config
+
+    pe_cfg = resolve_eval_config(cfg.eval)["param_error"]
+    if not pe_cfg["enabled"]:
+        return None
+
+    def record(model) -> dict[str, Any]:
+        out = _param_error_block(model, truth, pe_cfg, cfg.seed)
+        return {"param_error": out.get("param_error")}
+
+    return record
+
+
+def _train_generator(cfg: DictConfig, data: Data, record: dict, timing: dict, run_dir: Path, device, tracker
+                     ) -> Fitted:
+    from pfbench.models import build_trainer
+    from pfbench.selection import Monitor, ValidationStatistics
+    from pfbench.training import train
+
+    m, d = cfg.model, cfg.data
+    fam, fkw, t = family_of(d), family_kwargs(d), m.train
+    trainer = build_trainer(m, family=fam, latent_dim=d.latent_dim, out_dim=d.out_dim, family_kwargs=fkw,
+                            seed=cfg.seed)
+    for mod in trainer.modules().values():
+        mod.to(device)
+    monitor = None
+    if t.eval_every is not None or t.ema is not None:
+        stats = ValidationStatistics(data.x_val, cfg.seed) if t.eval_every is not None else None
+        monitor = Monitor(trainer.generator, stats=stats, eval_every=t.eval_every, select_by=t.select_by,
+                          patience=t.patience, ema=t.ema, record=_param_error_recorder(cfg, data.truth))
+    res = train(trainer, data.x_train.float().to(device), steps=t.steps,
+                seed_rng=torch_generator(cfg.seed, "batches", device=device),
+                log_every=t.log_every, checkpoint_every=t.checkpoint_every,
+                checkpoint_path=run_dir / "checkpoint.pt", fingerprint=fingerprint(cfg),
+                resume=cfg.resume, progress=cfg.progress, desc=f"{m.name}/{d.name}", on_log=tracker.log,
+                monitor=monitor, on_eval=tracker.log_eval)
+    model = trainer.generator.cpu()
+    timing["train_time_s"] = res.train_time_s
+    if monitor is not None:
+        timing["periodic_eval_time_s"] = monitor.eval_time_s
+    record.update(status=res.status, steps=res.steps, reason=res.reason,
+                  diverged_step=res.diverged_step, resumed_from=res.resumed_from)
+    mlp = OmegaConf.to_container(m.generator_mlp, resolve=True)
+    selected = ema = None
+    if monitor is not None:
+        selected = monitor.selected_generator()
+        ema = None if monitor.ema_generator is None else monitor.ema_generator.cpu()
+    if res.status == "completed":
+        save_checkpoint(run_dir / "generator.pt", generator_record(model, fam, fkw, mlp))
+        if selected is not None:
+            save_checkpoint(run_dir / "generator_selected.pt", generator_record(selected, fam, fkw, mlp))
+    return Fitted(model, res.history, res.evals, selected, ema, monitor)
+
+
+def _evaluate_all(cfg: DictConfig, fitted: Fitted, data: Data, record: dict, timing: dict) -> None:
+    """The shared evaluation on the test split (read here only) of the final, selected and EMA models.
+
+    ``objective`` (what the entry point returns to a hyperparameter search) is the validation
+    statistic of the selected checkpoint, or of the final model when there is no selection.
+    """
+    from pfbench.metrics.evaluate import evaluate
+    from pfbench.selection import ValidationStatistics
+
+    if fitted.monitor is not None and fitted.monitor.eval_every is not None:
+        record["selection"] = fitted.monitor.summary()
+        record["objective"] = record["selection"]["value"]
+    elif data.x_val is not None and record["status"] != "diverged":
+        vals = ValidationStatistics(data.x_val, cfg.seed)(fitted.model)
+        record["validation"] = vals
+        record["objective"] = vals[cfg.model.train.select_by]
+    if record["status"] == "diverged":
+        record["metrics"] = {"eval_status": f"skipped: run diverged ({record['reason']})"}
+        return
+    for key, model in (("metrics", fitted.model), ("metrics_selected", fitted.selected), ("metrics_ema", fitted.ema)):
+        if model is None:
+            continue
+        t0 = time.perf_counter()
+        metrics = evaluate(model, data.x_test, truth=data.truth, cfg=cfg.eval, seed=cfg.seed, progress=cfg.progress)
+        suffix = "" if key == "metrics" else key[len("metrics"):]
+        timing[f"eval{suffix}_time_s"] = time.perf_counter() - t0
+        for k in [k for k in metrics if k.endswith("time_s")]:
+            v = metrics.pop(k)
+            if key == "metrics":
+                timing[k] = v
+        if key == "metrics":
+            metrics.update(run_tasks(cfg, model, data.truth, timing))
+        record[key] = metrics
 
 
 def run_tasks(cfg: DictConfig, model, truth, timing: dict) -> dict[str, Any]:
@@ -230,7 +320,7 @@ def run_tasks(cfg: DictConfig, model, truth, timing: dict) -> dict[str, Any]:
     return out
 
 
-def _plots(cfg, run_dir: Path, model, x_test, history, record, tracker) -> None:
+def _plots(cfg, run_dir: Path, model, x_test, history, evals, record, tracker) -> None:
     from pfbench.plots import plot_curves, plot_samples
 
     with torch.no_grad():
@@ -238,7 +328,8 @@ def _plots(cfg, run_dir: Path, model, x_test, history, record, tracker) -> None:
     fake_np = fake.numpy() if torch.isfinite(fake).all() else None
     title = f"{record['method']} on {record['data']} (seed {record['seed']})"
     paths = {"samples": plot_samples(x_test.numpy(), fake_np, run_dir / "samples.png", title)}
-    curves = plot_curves(history, run_dir / "curves.png", title)
+    curves = plot_curves(history, run_dir / "curves.png", title, evals=evals,
+                         selected_step=(record.get("selection") or {}).get("step"))
     if curves:
         paths["curves"] = curves
     tracker.log_images(paths)
@@ -251,8 +342,21 @@ def _is_multirun() -> bool:
         return False
 
 
+def objective(record: dict) -> float:
+    """The float a hyperparameter search minimizes: the validation statistic of the selected model.
+
+    ``inf`` for a run without one (failed, diverged, skipped, or no validation split), so a search
+    ranks such trials last instead of stopping.
+    """
+    v = record.get("objective")
+    if record.get("status") not in ("completed", "not_converged") or v is None:
+        return math.inf
+    v = float(v)
+    return v if math.isfinite(v) else math.inf
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> dict | None:
+def main(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         record = run(cfg, run_dir)
@@ -260,17 +364,17 @@ def main(cfg: DictConfig) -> dict | None:
         print(f"pfbench: error: {e}", file=sys.stderr)
         if _is_multirun():
             write_json(run_dir / "metrics.json", {"status": "failed", "reason": f"config error: {e}"})
-            return None
+            return math.inf
         sys.exit(2)
     status = record["status"]
     if status == "skipped":
         print(f"pfbench: skipped: {record['reason']}", file=sys.stderr)
-        return record
+        return math.inf
     line = f"pfbench: {status}: {record['method']} on {record['data']} -> {run_dir}"
     print(line if record.get("reason") is None else f"{line} ({record['reason']})", file=sys.stderr)
     if status == "failed" and not _is_multirun():
         sys.exit(1)
-    return record
+    return objective(record)
 
 
 if __name__ == "__main__":

@@ -30,9 +30,11 @@ class TrainResult:
     diverged_step: int | None = None
     resumed_from: int | None = None
     train_time_s: float = 0.0
+    evals: list[dict] = field(default_factory=list)  # the monitor's periodic evaluations
 
 
-def _state(trainer, rng: torch.Generator, step: int, history: list, fingerprint: str) -> dict:
+def _state(trainer, rng: torch.Generator, step: int, history: list, fingerprint: str, monitor=None,
+           elapsed_s: float = 0.0) -> dict:
     return {
         "step": step,
         "fingerprint": fingerprint,
@@ -40,6 +42,8 @@ def _state(trainer, rng: torch.Generator, step: int, history: list, fingerprint:
         "optimizers": {k: o.state_dict() for k, o in trainer.optimizers().items()},
         "rng": rng.get_state(),
         "history": history,
+        "monitor": None if monitor is None else monitor.state_dict(),
+        "elapsed_s": elapsed_s,
     }
 
 
@@ -69,12 +73,16 @@ def _non_finite(trainer) -> str | None:
 
 def train(trainer, x_train: torch.Tensor, *, steps: int, seed_rng: torch.Generator, log_every: int,
           checkpoint_every: int, checkpoint_path: str | Path, fingerprint: str, resume: bool = False,
-          progress: bool = True, desc: str = "train", on_log: Callable[[int, dict], None] | None = None
-          ) -> TrainResult:
+          progress: bool = True, desc: str = "train", on_log: Callable[[int, dict], None] | None = None,
+          monitor=None, on_eval: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Run ``steps`` trainer steps on ``x_train`` with checkpoints every ``checkpoint_every``.
 
     A non-finite loss (checked every step) or parameter (checked every ``log_every`` steps) ends
     the run with ``status='diverged'`` and the step; the last checkpoint is kept, not overwritten.
+    ``monitor`` (:class:`pfbench.selection.Monitor`) updates its EMA after every step, evaluates
+    when due (its records carry ``elapsed_s``: training time so far, evaluations excluded) and may
+    stop the run early; its state is part of the checkpoint, so a resumed run selects exactly as an
+    uninterrupted one.
     """
     path = Path(checkpoint_path)
     rng = seed_rng
@@ -90,6 +98,11 @@ def train(trainer, x_train: torch.Tensor, *, steps: int, seed_rng: torch.Generat
         _restore(trainer, rng, state, path, fingerprint)
         start, history = int(state["step"]), list(state["history"])
         resumed_from = start
+        if monitor is not None:
+            monitor.load_state_dict(state.get("monitor") or {})
+        elapsed0 = float(state.get("elapsed_s") or 0.0)
+    else:
+        elapsed0 = 0.0
 
     t0 = time.perf_counter()
     sums: dict[str, torch.Tensor] = {}
@@ -108,6 +121,8 @@ def train(trainer, x_train: torch.Tensor, *, steps: int, seed_rng: torch.Generat
             for k, v in out.items():
                 sums[k] = sums[k] + v if k in sums else v.clone()
             count += 1
+            if monitor is not None:
+                monitor.after_step(step)
             if step % log_every == 0 or step == steps:
                 nan_param = _non_finite(trainer)
                 if nan_param:
@@ -120,11 +135,22 @@ def train(trainer, x_train: torch.Tensor, *, steps: int, seed_rng: torch.Generat
                 bar.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k != "step"}, refresh=False)
                 if on_log is not None:
                     on_log(step, rec)
-            if step % checkpoint_every == 0 or step == steps:
-                save_checkpoint(path, _state(trainer, rng, step, history, fingerprint))
+            stop = False
+            if monitor is not None and monitor.due(step, steps):
+                elapsed = elapsed0 + time.perf_counter() - t0 - monitor.eval_time_s
+                rec, stop = monitor.evaluate(step, elapsed)
+                if on_eval is not None:
+                    on_eval(step, rec)
+            if step % checkpoint_every == 0 or step == steps or stop:
+                elapsed = elapsed0 + time.perf_counter() - t0 - (monitor.eval_time_s if monitor else 0.0)
+                save_checkpoint(path, _state(trainer, rng, step, history, fingerprint, monitor, elapsed))
             bar.update(1)
             result.steps = step
+            if stop:
+                break
     finally:
         bar.close()
     result.train_time_s = time.perf_counter() - t0
+    if monitor is not None:
+        result.evals = monitor.history
     return result

@@ -120,19 +120,25 @@ def check_samples(x: np.ndarray, path: Path | str, chunk: int = 1 << 20) -> np.n
 
 
 def split_samples(x: np.ndarray, *, n_test: int, n_train: int | None, min_train: int,
-                  generator: np.random.Generator, path: Path | str, out_dim: int | None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded split into train and held-out test rows (float64 tensors)."""
+                  generator: np.random.Generator, path: Path | str, out_dim: int | None, n_val: int = 0
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """A seeded split into disjoint train, held-out test and validation rows (float64 tensors).
+
+    One permutation: its first ``n_test`` rows are the test split, the next ``n_val`` validation, and
+    train comes from the rest, so ``n_val = 0`` gives exactly the split of a run without validation.
+    """
     n, d = x.shape
     if out_dim is not None and d != out_dim:
         raise ConfigError(f"{path}: samples have d={d} columns but data.out_dim={out_dim}; "
                           f"set data.out_dim={d} (or null to take it from the file)")
-    need = n_test + min_train
+    need = n_test + n_val + min_train
     if n < need:
-        raise ConfigError(f"{path}: {n} samples, but the run needs at least {need} "
-                          f"(data.n_test={n_test} held out + {min_train} to fit); lower data.n_test or add samples")
+        raise ConfigError(f"{path}: {n} samples, but the run needs at least {need} (data.n_test={n_test} "
+                          f"+ data.n_val={n_val} held out + {min_train} to fit); lower data.n_test/n_val or add samples")
     perm = generator.permutation(n)
     test_idx = np.sort(perm[:n_test])
-    rest = perm[n_test:] if n_train is None else perm[n_test:n_test + n_train]
+    val_idx = np.sort(perm[n_test:n_test + n_val])
+    rest = perm[n_test:] if n_val == 0 else perm[n_test + n_val:]
+    rest = rest if n_train is None else rest[:n_train]
     to_t = lambda idx: torch.from_numpy(np.asarray(x[idx], dtype=np.float64))  # noqa: E731
-    return to_t(np.sort(rest)), to_t(test_idx)
+    return to_t(np.sort(rest)), to_t(test_idx), (to_t(val_idx) if n_val else None)

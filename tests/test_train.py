@@ -171,7 +171,7 @@ def test_wandb_offline_files_match_metrics(tmp_path):
     assert config["model.name"] == "wgan" and config["data.name"] == "quadratic" and config["seed"] == 0
     assert config["_job_type"] == "wgan"
     logged = [h["train/loss_g"] for h in history if "train/loss_g" in h]
-    hist = json.loads((tmp_path / "history.json").read_text())
+    hist = json.loads((tmp_path / "history.json").read_text())["train"]
     assert logged == pytest.approx([h["loss_g"] for h in hist]) and len(hist) == 3
 
 
@@ -215,7 +215,7 @@ def test_generator_reloads_from_run_dir_and_serves_downstream_tasks(gen, tmp_pat
     state = torch.load(tmp_path / "generator.pt", weights_only=True)["state_dict"]
     assert g.state_dict().keys() == state.keys()
     truth = load_truth(tmp_path)
-    truth_ref, _, _ = make_data(validate(compose_cfg(ov)))
+    truth_ref = make_data(validate(compose_cfg(ov))).truth
     assert torch.equal(truth(z), truth_ref(z))  # the same instance, rebuilt from config and seed
     assert rec["status"] == "completed"
     assert main([str(tmp_path), "--cs", "--ms", "4,40", "--n", "2"]) == 0
