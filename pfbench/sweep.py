@@ -64,7 +64,8 @@ class SweepProgress(Callback):
         overrides = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        total = count_jobs(overrides)
+        n_trials = config.hydra.sweeper.get("n_trials")  # Optuna sweeper (hparams_search=...): one job a trial
+        total = int(n_trials) if n_trials is not None else count_jobs(overrides)
         (sweep_dir / STATE).write_text(json.dumps({"total": total}))
         print(f"pfbench sweep: {total if total else '?'} jobs -> {sweep_dir}", file=sys.stderr, flush=True)
 

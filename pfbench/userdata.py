@@ -134,7 +134,8 @@ def split_samples(x: np.ndarray, *, n_test: int, n_train: int | None, min_train:
     need = n_test + n_val + min_train
     if n < need:
         raise ConfigError(f"{path}: {n} samples, but the run needs at least {need} (data.n_test={n_test} "
-                          f"+ data.n_val={n_val} held out + {min_train} to fit); lower data.n_test/n_val or add samples")
+                          f"+ data.n_val={n_val} held out + {min_train} to fit); "
+                          f"lower data.n_test/n_val or add samples")
     perm = generator.permutation(n)
     test_idx = np.sort(perm[:n_test])
     val_idx = np.sort(perm[n_test:n_test + n_val])

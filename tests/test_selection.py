@@ -11,8 +11,8 @@ import torch
 from pfbench import ConfigError
 from pfbench.config import validate
 from pfbench.families import build_family, make_instance
-from pfbench.selection import Monitor, ValidationStatistics, spearman
 from pfbench.seeding import torch_generator
+from pfbench.selection import Monitor, ValidationStatistics, spearman
 from pfbench.userdata import split_samples
 from tests.runner import TINY, compose_cfg, run_inprocess
 
