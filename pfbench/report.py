@@ -1,72 +1,284 @@
-"""``python -m pfbench.report <sweep dir>``: runs -> results.csv, report.md and figures.
+"""``python -m pfbench.report <sweep dir> [--budgets 1500,5000,15000]``: runs -> results.csv, report.md, figures.
 
-Reads every ``metrics.json`` under the directory (with the run's ``config.yaml``), so it can be
-re-run while a sweep is still going and shows failed and diverged runs with their reasons.
+Reads every ``metrics.json`` under the directory (with the run's ``config.yaml`` and ``history.json``),
+so it can be re-run while a sweep is still going, and shows failed, diverged and excluded runs with
+their reasons.
+
+Budgets. A learned method is trained once per (method, n_train, seed) with periodic evaluation
+(``model.train.eval_every``); its result at a budget of B generator steps is the checkpoint that the
+validation statistic selects among the evaluations at steps <= B (:func:`budget_selection`: the
+selection reads validation numbers only), and its parameter error is the one recorded in
+``history.json`` for that evaluation. Estimators have no steps: one result per run, with its fit time.
+
+Every table cell counts its runs, ``k/N``: k usable of the N runs of that method and n_train; the
+runs left out (failed, diverged, skipped, a null/non-finite metric, ...) are listed under the table
+with the reason, never dropped silently.
+
 Outputs (in ``<sweep dir>/report`` unless ``--out``):
 
-- ``results.csv``: one row per run; flat columns (``cfg.*`` config, ``metrics.*``, ``fit.*``, ``timing.*``);
-- ``report.md``: per data family, each method's metrics as mean and 95% t-interval over seeds at
-  each training-set size, beside the noise floors, and time to fit; the headline table; failures;
-- ``param_error_vs_n.png``, ``distance_vs_n.png`` (log-log, fitted slopes), ``time_to_accuracy.png``,
-  ``samples_<family>.png`` (true vs generated samples of one seed per method).
+- ``results.csv``: one row per run; flat columns (``cfg.*`` config, ``metrics.*``, ``fit.*``, ``timing.*``,
+  ``budget_<B>.*`` the selected checkpoint at each budget);
+- ``report.md``: the headline; per data family, the selected-checkpoint parameter error by
+  (n_train, budget), the final / selected / EMA checkpoints, the rank correlation of each
+  validation statistic with the parameter error, and all test metrics of the final models beside
+  their noise floors; the failures;
+- ``headline.md``: the headline block (caption and tables) that ``scripts/update_readme_headline.py``
+  puts in the README;
+- ``param_error_vs_steps.png``, ``param_error_vs_time.png`` (time to accuracy), ``param_error_vs_n.png``,
+  ``distance_vs_n.png`` (log-log, fitted slopes), ``time_to_accuracy.png`` and ``samples_<family>.png``,
+  one fixed color per method in every figure (:func:`method_style`).
 """
 
 from __future__ import annotations
 
 import argparse
+import colorsys
 import csv
+import functools
+import hashlib
 import json
 import math
+import re
 import sys
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import yaml
 from scipy import stats
 
+from pfbench import CONF_DIR
 from pfbench.tracking import flatten
 
 DISTANCES = ("w1", "sw", "mmd", "nn_dist")
+STATISTICS = ("val_moments", "val_sw")  # as pfbench.selection.STATISTICS (not imported: that needs torch)
+ESTIMATOR_METHODS = ("moments", "sos", "relu_moments")
+DEFAULT_BUDGETS = (1500, 5000)
+HEADLINE_FAMILY = "quadratic"
+HEADLINE_DETAIL_N = 10000
+
+
+class ReportError(Exception):
+    """Nothing to report on (or a bad argument): one line on stderr, exit status 2."""
+
+
+# ---------------------------------------------------------------------------------------------
+# One fixed color per method in every figure
+# ---------------------------------------------------------------------------------------------
+
+#: base method label -> color; ``+mlp`` and ``_tuned`` variants keep their base method's color
+METHOD_COLORS: dict[str, str] = {
+    "wgan": "#1f77b4",
+    "wgan_gp": "#ff7f0e",
+    "jsgan-non_saturating": "#2ca02c",
+    "jsgan-minimax": "#d62728",
+    "vae": "#9467bd",
+    "moments": "#000000",
+    "sos": "#8c564b",
+    "relu_moments": "#e377c2",
+}
+#: variant -> (line style, marker); the base method's color is kept
+VARIANT_STYLES: dict[tuple[bool, bool], tuple[str, str]] = {  # (tuned, mlp)
+    (False, False): ("-", "o"),
+    (True, False): ("-", "^"),
+    (False, True): ("-.", "s"),
+    (True, True): ("-.", "D"),
+}
+
+
+class Style(NamedTuple):
+    color: str
+    linestyle: str
+    marker: str
+
+
+def split_label(label: str) -> tuple[str, bool, bool]:
+    """``jsgan-minimax_tuned+mlp`` -> (``jsgan-minimax``, tuned, mlp)."""
+    mlp = label.endswith("+mlp")
+    base = label[: -len("+mlp")] if mlp else label
+    tuned = base.endswith("_tuned")
+    return (base[: -len("_tuned")] if tuned else base), tuned, mlp
+
+
+def _hash_color(name: str) -> str:
+    h = int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
+    r, g, b = colorsys.hsv_to_rgb((h % 360) / 360.0, 0.55 + (h >> 9) % 4 * 0.1, 0.55 + (h >> 11) % 3 * 0.12)
+    return "#{:02x}{:02x}{:02x}".format(*(round(255 * c) for c in (r, g, b)))
+
+
+@functools.cache
+def method_style(label: str) -> Style:
+    """The style of a method label in every figure (the same object for the same label).
+
+    The color is the base method's (:data:`METHOD_COLORS`; an unknown method gets a color derived
+    from a hash of its name, the same in every report); tuned and ``+mlp`` variants differ by
+    marker and line style.
+    """
+    base, tuned, mlp = split_label(label)
+    color = METHOD_COLORS.get(base) or _hash_color(base)
+    ls, marker = VARIANT_STYLES[(tuned, mlp)]
+    return Style(color, ls, marker)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading runs
+# ---------------------------------------------------------------------------------------------
 
 
 def method_label(rec: dict) -> str:
-    """wgan, wgan_gp, jsgan-minimax, vae, moments, ...; ``+mlp`` marks a generic MLP generator."""
-    name = str(rec.get("method", "?"))
+    """wgan, wgan_gp, jsgan-minimax, vae, moments, ...; ``_tuned`` marks tuned hyperparameters and
+    ``+mlp`` a generic MLP generator."""
+    name = str(rec.get("method") or "?")
     if name == "jsgan" and rec.get("loss"):
         name = f"jsgan-{rec['loss']}"
+    if rec.get("tuned") and not name.endswith("_tuned"):
+        name += "_tuned"
     if rec.get("generator") == "mlp":
         name += "+mlp"
     return name
 
 
+def label_from_choice(choice: str) -> str:
+    """The method label of a ``+model=<choice>`` config option (``jsgan_minimax_tuned`` -> ``jsgan-minimax_tuned``)."""
+    tuned = choice.endswith("_tuned")
+    base = choice[: -len("_tuned")] if tuned else choice
+    base = {"jsgan": "jsgan-non_saturating", "jsgan_minimax": "jsgan-minimax"}.get(base, base)
+    return base + ("_tuned" if tuned else "")
+
+
+def _data_names() -> list[str]:
+    names = {p.stem for p in (CONF_DIR / "data").glob("*.yaml")} | {"quadratic", "polynomial", "relu", "relu_deep"}
+    return sorted(names, key=len, reverse=True)  # relu_deep before relu
+
+
+def parse_run_dir_name(name: str) -> dict[str, Any]:
+    """``3_wgan_gp_quadratic_s2`` (sweep job) or ``10-42-07-123456_vae_relu_s0`` (single run) ->
+    {"choice", "data", "seed"}; {} when the name has another form."""
+    fams = "|".join(re.escape(f) for f in _data_names())
+    m = re.fullmatch(rf"[\d-]+_(?P<choice>.+)_(?P<data>{fams})_s(?P<seed>-?\d+)", name)
+    if not m:
+        return {}
+    return {"choice": m["choice"], "data": m["data"], "seed": int(m["seed"])}
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text()) if path.exists() else None
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def recover_identity(run_dir: Path) -> dict[str, Any]:
+    """Method label, data, n_train, seed and kind of a job whose metrics.json does not name them
+    (a config error, an unreadable file): from Hydra's ``.hydra/config.yaml``, then
+    ``.hydra/overrides.yaml`` (``+model=...``), then the directory name."""
+    out: dict[str, Any] = {}
+    cfg = _read_yaml(run_dir / ".hydra" / "config.yaml")
+    if isinstance(cfg, dict):
+        m, d = cfg.get("model") or {}, cfg.get("data") or {}
+        if isinstance(m, dict) and m.get("name"):
+            out["label"] = method_label({"method": m.get("name"), "loss": m.get("loss"), "tuned": m.get("tuned"),
+                                         "generator": m.get("generator")})
+            out["kind"] = m.get("kind")
+        if isinstance(d, dict):
+            out.update({k: v for k, v in (("data", d.get("name")), ("n_train", d.get("n_train"))) if v is not None})
+        if isinstance(cfg.get("seed"), int):
+            out["seed"] = cfg["seed"]
+    overrides = _read_yaml(run_dir / ".hydra" / "overrides.yaml")
+    if isinstance(overrides, list):
+        for o in map(str, overrides):
+            key, _, val = o.partition("=")
+            key = key.lstrip("+~")
+            if key == "model" and val:
+                out.setdefault("label", label_from_choice(val))
+            elif key == "data" and val:
+                out.setdefault("data", val)
+            elif key == "data.n_train" and _num(val) is not None:
+                out.setdefault("n_train", int(float(val)))
+            elif key == "seed" and _num(val) is not None:
+                out.setdefault("seed", int(float(val)))
+    parsed = parse_run_dir_name(run_dir.name)
+    if parsed:
+        out.setdefault("label", label_from_choice(parsed["choice"]))
+        out.setdefault("data", parsed["data"])
+        out.setdefault("seed", parsed["seed"])
+    return out
+
+
+def load_history(run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """(training loss records, periodic evaluations) of a run's history.json.
+
+    history.json is ``{"train": [...], "eval": [...]}``; older runs wrote a plain list of loss
+    records (no evaluations). A missing or unreadable file gives ([], []).
+    """
+    try:
+        h = json.loads((Path(run_dir) / "history.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return [], []
+    if isinstance(h, list):
+        return [r for r in h if isinstance(r, dict)], []
+    if isinstance(h, dict):
+        train, evals = h.get("train") or [], h.get("eval") or []
+        return ([r for r in train if isinstance(r, dict)],
+                sorted((r for r in evals if isinstance(r, dict) and _num(r.get("step")) is not None),
+                       key=lambda r: float(r["step"])))
+    return [], []
+
+
+def _int_or(v: Any) -> Any:
+    f = _num(v)
+    return int(f) if f is not None and f == int(f) else v
+
+
 def load_runs(root: Path) -> list[dict]:
-    """One flat dict per run directory under ``root`` holding a metrics.json."""
+    """One flat dict per run directory under ``root`` holding a metrics.json.
+
+    Private keys (not written to results.csv) start with ``_``: ``_evals`` (the periodic
+    evaluations of history.json), ``_blocks`` (the metrics.json sections present), ``_kind``.
+    """
+    root = Path(root)
     rows = []
     for mpath in sorted(root.rglob("metrics.json")):
-        if "report" in mpath.parts[len(root.parts):]:
+        rel = mpath.parent.relative_to(root)
+        if "report" in rel.parts or ".hydra" in rel.parts:
             continue
+        row: dict[str, Any] = {"run_dir": str(rel)}
         try:
             rec = json.loads(mpath.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            rows.append({"run_dir": str(mpath.parent), "status": "unreadable", "reason": str(e)})
-            continue
-        row: dict[str, Any] = {"run_dir": str(mpath.parent.relative_to(root))}
-        cpath = mpath.parent / "config.yaml"
-        cfg = yaml.safe_load(cpath.read_text()) if cpath.exists() else {}
-        for k, v in flatten(cfg or {}).items():
+            if not isinstance(rec, dict):
+                raise ValueError(f"metrics.json holds a {type(rec).__name__}, not an object")
+        except (OSError, ValueError) as e:  # JSONDecodeError is a ValueError
+            rec = {"status": "unreadable", "reason": f"{type(e).__name__}: {e}".splitlines()[0]}
+        cfg = _read_yaml(mpath.parent / "config.yaml")
+        if not isinstance(cfg, dict):
+            cfg = _read_yaml(mpath.parent / ".hydra" / "config.yaml")
+        for k, v in flatten(cfg if isinstance(cfg, dict) else {}).items():
             row[f"cfg.{k}"] = json.dumps(v) if isinstance(v, (list, dict)) else v
         for k, v in rec.items():
             if isinstance(v, dict):
                 row.update({f"{k}.{k2}": v2 for k2, v2 in flatten(v).items()})
             else:
                 row[k] = v
-        row["label"] = method_label(rec)
-        if row.get("data") is None:
-            row["data"] = row.get("cfg.data.name", "?")
-        if row.get("n_train") is None:
-            row["n_train"] = row.get("cfg.data.n_train")
+        row["_blocks"] = {k for k, v in rec.items() if isinstance(v, dict)}
+        if rec.get("method"):
+            row["label"] = method_label(rec)
+        ident = recover_identity(mpath.parent) if not rec.get("method") or rec.get("n_train") is None else {}
+        row.setdefault("label", ident.get("label", "?"))
+        if not rec.get("method") and row["label"] != "?":
+            row["label_recovered"] = True
+        for k, ck in (("data", "cfg.data.name"), ("n_train", "cfg.data.n_train"), ("seed", "cfg.seed")):
+            if row.get(k) is None:
+                row[k] = row.get(ck) if row.get(ck) is not None else ident.get(k, "?" if k == "data" else None)
+        row["n_train"] = _int_or(row.get("n_train"))
+        kind = row.get("cfg.model.kind") or ident.get("kind")
+        if rec.get("generator") == "estimator" or kind == "estimator" or \
+                split_label(row["label"])[0] in ESTIMATOR_METHODS:
+            row["_kind"] = "estimator"
+        else:
+            row["_kind"] = "learned"
+        row["_evals"] = load_history(mpath.parent)[1]
         rows.append(row)
     return rows
 
@@ -74,7 +286,7 @@ def load_runs(root: Path) -> list[dict]:
 def write_csv(rows: list[dict], path: Path) -> None:
     cols: list[str] = []
     for r in rows:
-        cols += [k for k in r if k not in cols]
+        cols += [k for k in r if k not in cols and not k.startswith("_")]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
@@ -114,6 +326,151 @@ def _ok(r: dict) -> bool:
     return r.get("status") in ("completed", "not_converged")
 
 
+def is_estimator(r: dict) -> bool:
+    return r.get("_kind") == "estimator"
+
+
+# ---------------------------------------------------------------------------------------------
+# Budgets: the checkpoint the validation statistic selects among the evaluations at steps <= B
+# ---------------------------------------------------------------------------------------------
+
+
+def budget_selection(evals: list[dict], statistic: str = "val_moments", budgets: Iterable[float] = (),
+                     ema: bool | None = None) -> dict[Any, dict[str, Any] | None]:
+    """The checkpoint selected at each budget: ``{B: {"step", "param_error", "value", "elapsed_s", ...}}``.
+
+    At budget B, among the evaluations with ``step <= B``, the one with the lowest finite
+    ``statistic`` (a validation number; ``param_error`` is never read for the choice); ties go to
+    the earlier step, and at one step to the raw generator before the EMA one, as the run's own
+    selection (:class:`pfbench.selection.Monitor`) does. With ``ema`` (default: when the evaluations
+    carry ``ema_<statistic>``) the EMA generator's evaluations compete too, as in the run.
+
+    Each value: ``step`` and ``variant`` ("raw"/"ema") of the selected checkpoint, its ``value``
+    and its recorded ``param_error`` (None if not recorded or non-finite); ``elapsed_s``: the
+    training seconds spent to reach the budget (at the last evaluation <= B, evaluations excluded),
+    ``budget_step`` that evaluation's step, ``selected_elapsed_s`` the seconds at the selected step.
+    A budget larger than the last evaluated step uses all evaluations; a budget below the first
+    evaluation, or with no finite statistic up to it, gives None.
+    """
+    evs = sorted((e for e in evals if _num(e.get("step")) is not None), key=lambda e: float(e["step"]))
+    if ema is None:
+        ema = any(f"ema_{statistic}" in e for e in evs)
+    variants = [("", "raw")] + ([("ema_", "ema")] if ema else [])
+    out: dict[Any, dict[str, Any] | None] = {}
+    for b in budgets:
+        best: dict[str, Any] | None = None
+        last = None
+        for e in evs:
+            if float(e["step"]) > float(b):
+                break
+            last = e
+            for prefix, variant in variants:
+                v = _num(e.get(prefix + statistic))
+                if v is not None and (best is None or v < best["value"]):
+                    best = {"step": e["step"], "variant": variant, "value": v,
+                            "param_error": _num(e.get(prefix + "param_error")),
+                            "selected_elapsed_s": _num(e.get("elapsed_s"))}
+        if best is not None and last is not None:
+            best["elapsed_s"] = _num(last.get("elapsed_s"))
+            best["budget_step"] = last["step"]
+        out[b] = best
+    return out
+
+
+def run_statistic(r: dict, statistic: str | None = None) -> str:
+    """The selection statistic for a run: ``statistic`` if given, else the run's own ``select_by``."""
+    return statistic or r.get("selection.statistic") or r.get("cfg.model.train.select_by") or "val_moments"
+
+
+def _status_reason(r: dict) -> str:
+    st = r.get("status") or "unknown"
+    return {"unreadable": "unreadable metrics.json"}.get(st, st)
+
+
+def budget_outcome(r: dict, budget: float | None, statistic: str | None = None
+                   ) -> tuple[dict[str, Any] | None, str | None]:
+    """(result, None) when the run gives a selected-checkpoint param_error at ``budget``, else (None, reason).
+
+    Estimators: their final model at any budget (``elapsed_s`` = fit time). Learned methods:
+    :func:`budget_selection` on the run's evaluations. A run that diverged at step D still counts at
+    budgets below D (its evaluations up to B are those of a run of B steps); one that stopped at
+    fewer than B steps without early stopping does not count at B.
+    """
+    st = r.get("status")
+    if is_estimator(r):
+        if not _ok(r):
+            return None, _status_reason(r)
+        pe = _num(r.get("metrics.param_error"))
+        if pe is None:
+            return None, "non-finite/null param_error"
+        return {"step": None, "param_error": pe, "value": _num(r.get("objective")),
+                "elapsed_s": _fit_time(r)}, None
+    if st == "diverged":
+        ds = _num(r.get("diverged_step"))
+        if budget is None or ds is None or float(budget) >= ds:
+            return None, "diverged"
+    elif not _ok(r):
+        return None, _status_reason(r)
+    evals = r.get("_evals") or []
+    if not evals:
+        return None, "no periodic evaluations (eval_every unset)"
+    if budget is None:
+        budget = max(float(e["step"]) for e in evals)
+    steps = _num(r.get("steps"))
+    if st != "diverged" and r.get("selection.early_stopped_step") is None and steps is not None and steps < budget:
+        return None, f"trained {int(steps):,} < {int(budget):,} steps"
+    sel = budget_selection(evals, run_statistic(r, statistic), [budget])[budget]
+    if sel is None:
+        return None, "no finite validation statistic"
+    if sel["param_error"] is None:
+        return None, "non-finite/null param_error"
+    return sel, None
+
+
+def metric_outcome(r: dict, key: str = "metrics.param_error") -> tuple[float | None, str | None]:
+    """(value, None), (None, reason), or (None, None) when the run has no such block (not counted)."""
+    block = key.split(".", 1)[0]
+    if block != "metrics" and is_estimator(r):
+        return None, None
+    if block != "metrics" and block not in (r.get("_blocks") or ()):
+        applies = (block == "metrics_selected" and _num(r.get("cfg.model.train.eval_every")) is not None) or \
+                  (block == "metrics_ema" and _num(r.get("cfg.model.train.ema")) is not None)
+        if not applies:
+            return None, None
+        if _ok(r):
+            return None, f"no {block} in metrics.json"
+    if not _ok(r):
+        return None, _status_reason(r)
+    v = _num(r.get(key))
+    if v is None:
+        return None, f"non-finite/null {key.split('.', 1)[1]}"
+    return v, None
+
+
+def default_budgets(rows: list[dict]) -> list[int]:
+    """1500, 5000 and the largest evaluated step present (those above it dropped), sorted."""
+    steps = [float(e["step"]) for r in rows if not is_estimator(r) for e in r.get("_evals") or []]
+    if not steps:
+        return []
+    top = int(max(steps))
+    return sorted({b for b in DEFAULT_BUDGETS if b <= top} | {top})
+
+
+def parse_budgets(text: str) -> list[int]:
+    try:
+        out = sorted({int(float(b.strip().lower().replace("k", "e3"))) for b in text.split(",") if b.strip()})
+    except ValueError:
+        raise ReportError(f"--budgets={text!r}: give generator steps as a comma list, e.g. 1500,5000,15000") from None
+    if not out or min(out) <= 0:
+        raise ReportError(f"--budgets={text!r}: give positive generator steps, e.g. 1500,5000,15000")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------
+
+
 def group(rows: list[dict]) -> dict[str, dict[tuple[str, Any], list[dict]]]:
     """family -> (method label, n_train) -> completed runs."""
     out: dict[str, dict] = defaultdict(lambda: defaultdict(list))
@@ -123,24 +480,209 @@ def group(rows: list[dict]) -> dict[str, dict[tuple[str, Any], list[dict]]]:
     return out
 
 
-def _sort_key(k):
-    return (k[0], _num(k[1]) or 0)
+def group_all(rows: list[dict]) -> dict[str, dict[tuple[str, Any], list[dict]]]:
+    """family -> (method label, n_train) -> every run (any status); a method skipped on a whole
+    family (not applicable there) is left out."""
+    out: dict[str, dict] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        out[str(r.get("data"))][(r.get("label", "?"), r.get("n_train"))].append(r)
+    for fam in list(out):
+        by_label = defaultdict(list)
+        for (label, _), runs in out[fam].items():
+            by_label[label] += runs
+        for label, runs in by_label.items():
+            if all(r.get("status") == "skipped" for r in runs):
+                for k in [k for k in out[fam] if k[0] == label]:
+                    del out[fam][k]
+        if not out[fam]:
+            del out[fam]
+    return out
+
+
+def _nsort(n: Any) -> tuple:
+    f = _num(n)
+    return (0, f, "") if f is not None else (1, 0.0, str(n))
+
+
+def _label_sort(cells: dict, label: str) -> tuple:
+    est = any(is_estimator(r) for (lb, _), runs in cells.items() if lb == label for r in runs)
+    return (est, label)
+
+
+def _fmt_n(n: Any) -> str:
+    if n is None:
+        return "?"
+    f = _num(n)
+    return f"{int(f):,}" if f is not None and f == int(f) else str(n)
+
+
+def _fmt_s(t: float | None) -> str:
+    if t is None:
+        return "–"
+    return f"{t:.1f} s" if t >= 1 else f"{t:.2g} s"
+
+
+def stat_cell(values: list[float], n_all: int) -> str:
+    """``median · mean ± 95% half-width · k/N``."""
+    if not values:
+        return f"– · 0/{n_all}"
+    return f"{np.median(values):.3g} · {fmt(mean_ci(values))} · {len(values)}/{n_all}"
+
+
+class Exclusions:
+    """Runs left out of table cells, grouped as (method, n_train, reason) -> budgets and runs."""
+
+    def __init__(self) -> None:
+        self._by: dict[tuple, tuple[set, set]] = defaultdict(lambda: (set(), set()))
+
+    def add(self, label: str, n: Any, reason: str, run_dir: str, column: Any = None) -> None:
+        cols, runs = self._by[(label, n, reason)]
+        if column is not None:
+            cols.add(column)
+        runs.add(run_dir)
+
+    def __bool__(self) -> bool:
+        return bool(self._by)
+
+    def lines(self, what: str = "budget") -> list[str]:
+        out = []
+        for (label, n, reason), (cols, runs) in sorted(self._by.items(), key=lambda kv: (kv[0][0], _nsort(kv[0][1]),
+                                                                                         kv[0][2])):
+            where = f"{label}, n = {_fmt_n(n)}"
+            if cols:
+                where += f", {what} " + " / ".join(c if isinstance(c, str) else f"{int(c):,}"
+                                                   for c in sorted(cols, key=lambda c: (isinstance(c, str), c)))
+            names = sorted(runs)
+            shown = ", ".join(f"`{x}`" for x in names[:4]) + (f", … (+{len(names) - 4})" if len(names) > 4 else "")
+            out.append(f"- {where}: **{reason}**: {len(names)} run{'s' * (len(names) != 1)} ({shown})")
+        return out
+
+
+def _unknown_n(cells: dict[tuple[str, Any], list[dict]]) -> Exclusions:
+    """Runs whose n_train is unknown (a job that failed before writing it): no column, listed as excluded."""
+    exc = Exclusions()
+    for (label, n), runs in cells.items():
+        if n is None:
+            for r in runs:
+                exc.add(label, n, _status_reason(r) if not _ok(r) else "n_train unknown", r["run_dir"])
+    return exc
+
+
+def budget_table(cells: dict[tuple[str, Any], list[dict]], budgets: list[int],
+                 statistic: str | None = None) -> tuple[list[str], Exclusions]:
+    """Selected-checkpoint param_error: rows method, columns (n_train, budget); estimators once per n."""
+    exc = _unknown_n(cells)
+    ns = sorted({n for (_, n) in cells if n is not None}, key=_nsort)
+    labels = sorted({lb for (lb, n) in cells if n is not None}, key=lambda lb: _label_sort(cells, lb))
+    bs: list[int | None] = list(budgets) or [None]
+    cols = [(n, b) for n in ns for b in bs]
+    head = ["method"] + [f"n = {_fmt_n(n)}" + (f", B = {int(b):,}" if b is not None else "") for n, b in cols]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---|" * len(cols)]
+    for label in labels:
+        vals_row = []
+        for n in ns:
+            runs = cells.get((label, n), [])
+            est = any(is_estimator(r) for r in runs)
+            for i, b in enumerate(bs):
+                if not runs:
+                    vals_row.append("")
+                    continue
+                if est and i > 0:
+                    vals_row.append("″")
+                    continue
+                vals, times = [], []
+                for r in runs:
+                    res, why = budget_outcome(r, b, statistic)
+                    if res is None:
+                        exc.add(label, n, why or "?", r["run_dir"], None if est else b)
+                    else:
+                        vals.append(res["param_error"])
+                        if res.get("elapsed_s") is not None:
+                            times.append(res["elapsed_s"])
+                cell = stat_cell(vals, len(runs))
+                if est and times:
+                    cell += f" · fit {_fmt_s(float(np.median(times)))}"
+                vals_row.append(cell)
+        lines.append(f"| {label} | " + " | ".join(vals_row) + " |")
+    return lines, exc
+
+
+CHECKPOINTS = (("final", "metrics.param_error"), ("selected (whole run)", "metrics_selected.param_error"),
+               ("EMA (final)", "metrics_ema.param_error"))
+
+
+def checkpoint_table(cells: dict[tuple[str, Any], list[dict]]) -> tuple[list[str], Exclusions]:
+    """Test-split param_error of the final, selected (over the whole run) and EMA generators."""
+    exc = _unknown_n(cells)
+    ns = sorted({n for (_, n) in cells if n is not None}, key=_nsort)
+    labels = sorted({lb for (lb, n) in cells if n is not None}, key=lambda lb: _label_sort(cells, lb))
+    lines = ["| method | checkpoint | " + " | ".join(f"n = {_fmt_n(n)}" for n in ns) + " |",
+             "|---|---|" + "---|" * len(ns)]
+    for label in labels:
+        for name, key in CHECKPOINTS:
+            vals_row, any_counted = [], False
+            for n in ns:
+                vals, counted = [], 0
+                for r in cells.get((label, n), []):
+                    v, why = metric_outcome(r, key)
+                    if v is None and why is None:
+                        continue
+                    counted += 1
+                    if v is None:
+                        exc.add(label, n, why or "?", r["run_dir"], name)
+                    else:
+                        vals.append(v)
+                any_counted |= counted > 0
+                vals_row.append(stat_cell(vals, counted) if counted else "")
+            if any_counted:
+                lines.append(f"| {label} | {name} | " + " | ".join(vals_row) + " |")
+    return lines, exc
+
+
+def rank_corr_table(cells: dict[tuple[str, Any], list[dict]]) -> list[str]:
+    """Median over runs of the Spearman correlation of each validation statistic with param_error."""
+    by_label: dict[str, list[dict]] = defaultdict(list)
+    for (label, _), runs in cells.items():
+        by_label[label] += [r for r in runs if _ok(r) and not is_estimator(r)]
+    lines = []
+    for label in sorted(by_label):
+        runs = by_label[label]
+        vals = []
+        for s in STATISTICS:
+            rho = [x for x in (_num(r.get(f"selection.rank_corr_with_param_error.{s}")) for r in runs)
+                   if x is not None]
+            vals.append(f"{np.median(rho):+.2f} ({len(rho)}/{len(runs)})" if rho else f"– (0/{len(runs)})")
+        if any(not v.startswith("–") for v in vals):
+            lines.append(f"| {label} | " + " | ".join(vals) + " |")
+    if not lines:
+        return []
+    return ["| method | " + " | ".join(STATISTICS) + " |", "|---|" + "---|" * len(STATISTICS)] + lines
 
 
 def family_table(cells: dict[tuple[str, Any], list[dict]]) -> list[str]:
-    cols = ["method", "n_train", "runs", "param_error"]
+    """All test metrics of the final models: mean ± 95% half-width over completed runs (``[k]``: the
+    number of runs with a finite value, where some but fewer than the completed runs have one)."""
+    cols = ["method", "n_train", "completed/runs", "param_error"]
     for d in DISTANCES:
         cols += [d, f"{d}_floor"]
     cols += ["fit time (s)"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for (label, n), runs in sorted(cells.items(), key=lambda kv: _sort_key(kv[0])):
-        vals = [label, str(n), str(len(runs)), fmt(mean_ci([_num(r.get("metrics.param_error")) for r in runs]))]
+
+    def cell(runs: list[dict], get: Callable[[dict], float | None]) -> str:
+        v = [x for x in map(get, runs) if x is not None]
+        return fmt(mean_ci(v)) + (f" [{len(v)}]" if 0 < len(v) < len(runs) else "")
+
+    for (label, n), all_runs in sorted(cells.items(), key=lambda kv: (kv[0][0], _nsort(kv[0][1]))):
+        runs = [r for r in all_runs if _ok(r)]
+        if not runs:
+            continue
+        vals = [label, str(n), f"{len(runs)}/{len(all_runs)}", cell(runs, lambda r: _num(r.get("metrics.param_error")))]
         for d in DISTANCES:
-            vals += [fmt(mean_ci([_num(r.get(f"metrics.{d}")) for r in runs])),
-                     fmt(mean_ci([_num(r.get(f"metrics.{d}_floor")) for r in runs]))]
-        vals.append(fmt(mean_ci([_fit_time(r) for r in runs])))
+            vals += [cell(runs, lambda r, d=d: _num(r.get(f"metrics.{d}"))),
+                     cell(runs, lambda r, d=d: _num(r.get(f"metrics.{d}_floor")))]
+        vals.append(cell(runs, _fit_time))
         lines.append("| " + " | ".join(vals) + " |")
-    return lines
+    return lines if len(lines) > 2 else []
 
 
 def _fit_time(r: dict) -> float | None:
@@ -148,25 +690,126 @@ def _fit_time(r: dict) -> float | None:
     return t if t is not None else _num(r.get("timing.fit_time_s"))
 
 
-def headline(rows: list[dict], family: str = "quadratic") -> list[str]:
-    """Per method on ``family``: median gauge-aligned parameter error and wall time at each n."""
-    cells = group(rows).get(family, {})
-    ns = sorted({n for (_, n) in cells if n is not None}, key=lambda n: _num(n) or 0)
-    methods = sorted({m for (m, _) in cells})
-    if not methods:
-        return [f"(no completed runs on {family})"]
-    lines = ["| method | " + " | ".join(f"n = {int(_num(n)):,}" for n in ns) + " |",
-             "|---|" + "---|" * len(ns)]
-    for m in methods:
-        vals = []
-        for n in ns:
-            runs = cells.get((m, n), [])
-            pe = [x for x in (_num(r.get("metrics.param_error")) for r in runs) if x is not None]
-            wt = [x for x in (_num(r.get("timing.wall_time_s")) for r in runs) if x is not None]
-            vals.append(f"{np.median(pe):.3g} ({np.median(wt):.1f} s)" if pe else
-                        (f"– ({np.median(wt):.1f} s)" if wt else "–"))
-        lines.append(f"| {m} | " + " | ".join(vals) + " |")
+# ---------------------------------------------------------------------------------------------
+# Headline
+# ---------------------------------------------------------------------------------------------
+
+
+def headline_family(rows: list[dict], family: str | None = None) -> str | None:
+    cells = group_all(rows)
+    if family is not None:
+        return family if family in cells else None
+    if HEADLINE_FAMILY in cells:
+        return HEADLINE_FAMILY
+    return max(cells, key=lambda f: sum(len(v) for v in cells[f].values()), default=None)
+
+
+def _headline_cell(runs: list[dict], budget: int | None, statistic: str | None, with_time: bool = True) -> str:
+    vals, times = [], []
+    for r in runs:
+        res, _ = budget_outcome(r, budget, statistic)
+        if res is not None:
+            vals.append(res["param_error"])
+            if res.get("elapsed_s") is not None:
+                times.append(res["elapsed_s"])
+    if not vals:
+        return f"– [0/{len(runs)}]"
+    s = f"{np.median(vals):.3g} ({fmt(mean_ci(vals))})"
+    if with_time:
+        s += f" · {_fmt_s(float(np.median(times)) if times else None)}"
+    return s + (f" [{len(vals)}/{len(runs)}]" if len(vals) < len(runs) else "")
+
+
+def headline(rows: list[dict], budgets: list[int] | None = None, family: str | None = None,
+             detail_n: Any = HEADLINE_DETAIL_N, statistic: str | None = None) -> list[str]:
+    """Two tables on ``family``: method x n_train at the largest budget (median selected-checkpoint
+    param_error, mean ± 95% half-width, median time), and method x budget at n_train = ``detail_n``."""
+    budgets = default_budgets(rows) if budgets is None else list(budgets)
+    fam = headline_family(rows, family)
+    cells = group_all(rows).get(fam, {}) if fam else {}
+    if not cells:
+        return [f"(no runs on {family or HEADLINE_FAMILY})"]
+    ns = sorted({n for (_, n) in cells if n is not None}, key=_nsort)
+    labels = sorted({lb for (lb, n) in cells if n is not None}, key=lambda lb: _label_sort(cells, lb))
+    top = max(budgets) if budgets else None
+    lines = ["| method | " + " | ".join(f"n = {_fmt_n(n)}" for n in ns) + " |", "|---|" + "---|" * len(ns)]
+    for label in labels:
+        lines.append(f"| {label} | " + " | ".join(_headline_cell(cells.get((label, n), []), top, statistic)
+                                                    if cells.get((label, n)) else "" for n in ns) + " |")
+    if len(budgets) > 1:
+        dn = detail_n if any(_num(n) == _num(detail_n) for n in ns) else ns[len(ns) // 2]
+        dn = next(n for n in ns if _num(n) == _num(dn) or n == dn)
+        lines += ["", f"_n_train = {_fmt_n(dn)}, by budget B (generator steps); estimators have no steps (″: the same "
+                      "number)._", "",
+                  "| method | " + " | ".join(f"B = {b:,}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+        for label in labels:
+            runs = cells.get((label, dn), [])
+            if not runs:
+                continue
+            est = any(is_estimator(r) for r in runs)
+            vals = [("″" if est and i else _headline_cell(runs, b, statistic, with_time=est))
+                    for i, b in enumerate(budgets)]
+            lines.append(f"| {label} | " + " | ".join(vals) + " |")
     return lines
+
+
+def _span(values: Iterable[Any]) -> str:
+    v = sorted({int(x) for x in (_num(y) for y in values) if x is not None})
+    if not v:
+        return "?"
+    if len(v) > 2 and v == list(range(v[0], v[-1] + 1)):
+        return f"{v[0]}–{v[-1]}"
+    return ", ".join(map(str, v))
+
+
+def headline_caption(rows: list[dict], budgets: list[int] | None = None, family: str | None = None,
+                     source: str | None = None, statistic: str | None = None) -> str:
+    """One line stating the sweep behind the headline, read from the runs themselves."""
+    budgets = default_budgets(rows) if budgets is None else list(budgets)
+    fam = headline_family(rows, family)
+    cells = group_all(rows).get(fam, {}) if fam else {}
+    runs = [r for r in rows if fam is not None and str(r.get("data")) == fam]
+    labels = sorted({lb for (lb, _) in cells})
+    ns = sorted({n for (_, n) in cells if n is not None}, key=_nsort)
+    learned = [r for r in runs if not is_estimator(r)]
+    dims = sorted({(r.get("latent_dim") or r.get("cfg.data.latent_dim"), r.get("out_dim") or r.get("cfg.data.out_dim"))
+                   for r in runs} - {(None, None)}, key=str)
+    parts = [f"{len(runs)} runs on {fam}" + (f" (r = {dims[0][0]}, d = {dims[0][1]})" if len(dims) == 1 else "")
+             + (f" of {len(rows)} in the sweep" if len(rows) != len(runs) else ""),
+             f"{len(labels)} methods × n_train {' / '.join(_fmt_n(n) for n in ns)} × seeds "
+             f"{_span(r.get('seed') for r in runs)}"]
+    total = sum(t for t in (_num(r.get("timing.wall_time_s")) for r in runs) if t is not None)
+    if total:
+        parts[-1] += f" ({total / 3600:.2g} h" if total >= 360 else f" ({total:.0f} s"
+        parts[-1] += " of run time in all)"
+    if learned:
+        steps = sorted({int(s) for s in (_num(r.get("cfg.model.train.steps") or r.get("steps")) for r in learned)
+                        if s is not None})
+        ev = sorted({int(s) for s in (_num(r.get("cfg.model.train.eval_every")) for r in learned) if s is not None})
+        stat = sorted({run_statistic(r, statistic) for r in learned})
+        nval = sorted({int(s) for s in (_num(r.get("n_val") or r.get("cfg.data.n_val")) for r in learned)
+                       if s is not None})
+        parts.append("learned methods: one run of " + ("/".join(f"{s:,}" for s in steps) or "?") + " generator steps"
+                     + (f", evaluated every {'/'.join(map(str, ev))}" if ev else "")
+                     + (", budgets " + " / ".join(f"{b:,}" for b in budgets) if budgets else "")
+                     + f", checkpoint selected by {'/'.join(stat)}"
+                     + (f" on n_val = {'/'.join(f'{v:,}' for v in nval)}" if nval else ""))
+        tuned = sorted({r["label"] for r in learned if r.get("tuned") or split_label(r["label"])[1]})
+        untuned = sorted({r["label"] for r in learned} - set(tuned))
+        parts.append("tuned hyperparameters: " + (", ".join(tuned) if tuned else "none")
+                     + (f" (defaults: {', '.join(untuned)})" if tuned and untuned else ""))
+    cell = ("cells: median (mean ± 95% t half-width) over seeds of the selected checkpoint's parameter error"
+            + (f" at B = {max(budgets):,}" if budgets else "")
+            + ", median training seconds to the budget (evaluations excluded; estimators: fit time), "
+              "[k/N] where runs were excluded")
+    src = f"`{source}`: " if source else ""
+    return f"_{src}{'; '.join(parts)}; {cell}._"
+
+
+def headline_block(rows: list[dict], budgets: list[int] | None = None, family: str | None = None,
+                   source: str | None = None, statistic: str | None = None) -> list[str]:
+    return [headline_caption(rows, budgets, family, source, statistic), "",
+            *headline(rows, budgets, family, statistic=statistic)]
 
 
 def slope(ns: list[float], ys: list[float]) -> float | None:
@@ -178,77 +821,213 @@ def slope(ns: list[float], ys: list[float]) -> float | None:
     return float(np.polyfit(x, y, 1)[0])
 
 
-def _figures(rows: list[dict], out: Path) -> list[str]:
+# ---------------------------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------------------------
+
+
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    made = []
+    return plt
+
+
+def _finish_axes(ax, title: str, xlabel: str, ylabel: str, logx: bool = True) -> None:
+    if logx:
+        ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.tick_params(which="minor", labelsize=6)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
+def _panels(rows: list[dict]) -> list[tuple[str, Any, dict[str, list[dict]]]]:
+    """(family, n_train, label -> usable-status runs) for each (family, n) panel of the budget figures."""
+    out = []
+    for fam, cells in sorted(group_all(rows).items()):
+        for n in sorted({n for (_, n) in cells if _num(n) is not None}, key=_nsort):
+            by_label = {lb: runs for (lb, m), runs in cells.items() if m == n}
+            out.append((fam, n, by_label))
+    return out
+
+
+def _curves(runs: list[dict], statistic: str | None) -> tuple[list, list, list]:
+    """Per evaluation step s: median recorded param_error (raw generator), and median over runs of
+    (training seconds to s, selected-so-far param_error)."""
+    steps = sorted({float(e["step"]) for r in runs for e in r.get("_evals") or []})
+    raw, sel = [], []
+    for s in steps:
+        pe = [v for v in (_num(e.get("param_error")) for r in runs if r.get("status") != "failed"
+                          for e in r.get("_evals") or [] if float(e["step"]) == s) if v is not None and v > 0]
+        if pe:
+            raw.append((s, float(np.median(pe))))
+        got = [res for res, _ in (budget_outcome(r, s, statistic) for r in runs) if res is not None]
+        pes = [g["param_error"] for g in got if g["param_error"] > 0]
+        ts = [g["elapsed_s"] for g in got if g.get("elapsed_s") is not None]
+        if pes:
+            sel.append((s, float(np.median(pes)), float(np.median(ts)) if ts else None))
+    return steps, raw, sel
+
+
+def _grid(plt, panels: list) -> tuple[Any, dict]:
+    fams = sorted({p[0] for p in panels})
+    ncol = max(sum(1 for p in panels if p[0] == f) for f in fams)
+    fig, axes = plt.subplots(len(fams), ncol, figsize=(max(4.6 * ncol, 7.5), 3.8 * len(fams) + 0.4), squeeze=False)
+    where = {}
+    for i, f in enumerate(fams):
+        fp = [p for p in panels if p[0] == f]
+        for j, p in enumerate(fp):
+            where[(p[0], p[1])] = axes[i][j]
+        for j in range(len(fp), ncol):
+            axes[i][j].set_visible(False)
+    return fig, where
+
+
+def fig_param_error_vs_steps(rows: list[dict], budgets: list[int], statistic: str | None = None):
+    """One panel per (family, n_train): the median over seeds of the recorded param_error at each
+    evaluation (solid) and of the selected-so-far checkpoint's (dashed), estimators as horizontal
+    lines, budgets as vertical lines. None when no run has evaluations."""
+    panels = _panels(rows)
+    if not any(r.get("_evals") for _, _, by in panels for runs in by.values() for r in runs):
+        return None
+    plt = _plt()
+    fig, where = _grid(plt, panels)
+    for fam, n, by_label in panels:
+        ax = where[(fam, n)]
+        for label, runs in sorted(by_label.items()):
+            st = method_style(label)
+            if any(is_estimator(r) for r in runs):
+                pe = [res["param_error"] for res, _ in (budget_outcome(r, None, statistic) for r in runs)
+                      if res is not None and res["param_error"] > 0]
+                if pe:
+                    ax.axhline(float(np.median(pe)), color=st.color, linestyle=":", lw=1.5,
+                               label=f"{label} (estimator)")
+                continue
+            _, raw, sel = _curves(runs, statistic)
+            if raw:
+                ax.plot(*zip(*raw), color=st.color, linestyle="-", marker=st.marker, ms=3, lw=1.2, label=label)
+            if sel:
+                ax.plot([p[0] for p in sel], [p[1] for p in sel], color=st.color, linestyle="--", lw=1.6,
+                        label=None if raw else label)
+        for b in budgets:
+            ax.axvline(b, color="0.6", lw=0.7, alpha=0.6)
+        _finish_axes(ax, f"{fam}, n_train = {_fmt_n(n)}", "generator step", "parameter error (median over seeds)",
+                     logx=False)
+    fig.suptitle("param_error at each evaluation (solid) and of the checkpoint selected so far by validation "
+                 "(dashed);\nestimators dotted; budgets grey", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def fig_param_error_vs_time(rows: list[dict], statistic: str | None = None):
+    """Time to accuracy: one panel per (family, n_train), x = training seconds (evaluations excluded),
+    y = selected-so-far param_error, both medians over seeds at each evaluation step; estimators as a
+    marker at their fit time."""
+    panels = _panels(rows)
+    plt = _plt()
+    fig, where = _grid(plt, panels) if panels else (None, {})
+    drew = False
+    for fam, n, by_label in panels:
+        ax = where[(fam, n)]
+        for label, runs in sorted(by_label.items()):
+            st = method_style(label)
+            if any(is_estimator(r) for r in runs):
+                got = [res for res, _ in (budget_outcome(r, None, statistic) for r in runs) if res is not None]
+                pts = [(g["elapsed_s"], g["param_error"]) for g in got
+                       if g.get("elapsed_s") and g["elapsed_s"] > 0 and g["param_error"] > 0]
+                if pts:
+                    ax.plot([float(np.median([p[0] for p in pts]))], [float(np.median([p[1] for p in pts]))],
+                            linestyle="none", marker=st.marker, ms=9, color=st.color, label=f"{label} (fit)")
+                    drew = True
+                continue
+            _, _, sel = _curves(runs, statistic)
+            pts = [(t, pe) for _, pe, t in sel if t is not None and t > 0]
+            if pts:
+                ax.plot(*zip(*pts), color=st.color, linestyle=st.linestyle, marker=st.marker, ms=3, label=label)
+                drew = True
+        _finish_axes(ax, f"{fam}, n_train = {_fmt_n(n)}", "training seconds (evaluations excluded)",
+                     "selected-checkpoint param_error")
+    if fig is None:
+        return None
+    if not drew:
+        plt.close(fig)
+        return None
+    fig.suptitle("time to accuracy: median over seeds, checkpoint selected so far by validation", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def fig_versus_n(rows: list[dict], metric: str, ylabel: str):
+    """Median (interquartile bars) of a final-model test metric against n_train, one panel per family."""
     fams = group(rows)
     if not fams:
-        return made
-    for metric, fname, ylabel in (("param_error", "param_error_vs_n.png", "gauge-aligned parameter error"),
-                                  ("w1", "distance_vs_n.png", "W1 to held-out sample")):
-        fig, axes = plt.subplots(1, len(fams), figsize=(5 * len(fams), 4), squeeze=False)
-        drew = False
-        for ax, (fam, cells) in zip(axes[0], sorted(fams.items())):
-            per_method: dict[str, list] = defaultdict(list)
-            floors: dict[float, list] = defaultdict(list)
-            for (m, n), runs in cells.items():
-                vals = [x for x in (_num(r.get(f"metrics.{metric}")) for r in runs) if x is not None]
-                if vals and _num(n):
-                    per_method[m].append((_num(n), float(np.median(vals)), np.percentile(vals, [25, 75])))
-                for r in runs:
-                    f = _num(r.get(f"metrics.{metric}_floor"))
-                    if f is not None and _num(n):
-                        floors[_num(n)].append(f)
-            for m, pts in sorted(per_method.items()):
-                pts.sort()
-                ns, med, iq = [p[0] for p in pts], [p[1] for p in pts], np.array([p[2] for p in pts])
-                s = slope(ns, med)
-                ax.errorbar(ns, med, yerr=[np.subtract(med, iq[:, 0]), np.subtract(iq[:, 1], med)], marker="o",
-                            capsize=3, label=f"{m}" + (f" (slope {s:.2f})" if s is not None else ""))
-                drew = True
-            if floors:
-                fl = sorted((n, float(np.median(v))) for n, v in floors.items())
-                ax.plot([p[0] for p in fl], [p[1] for p in fl], "k--", label="noise floor")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_title(fam)
-            ax.set_xlabel("n_train")
-            ax.set_ylabel(ylabel)
-            ax.grid(alpha=0.3, which="both")
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=7)
-        if drew:
-            fig.tight_layout()
-            fig.savefig(out / fname, dpi=90)
-            made.append(fname)
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(fams), figsize=(5 * len(fams), 4), squeeze=False)
+    drew = False
+    for ax, (fam, cells) in zip(axes[0], sorted(fams.items())):
+        per_method: dict[str, list] = defaultdict(list)
+        floors: dict[float, list] = defaultdict(list)
+        for (m, n), runs in cells.items():
+            vals = [x for x in (_num(r.get(f"metrics.{metric}")) for r in runs) if x is not None]
+            if vals and _num(n):
+                per_method[m].append((_num(n), float(np.median(vals)), np.percentile(vals, [25, 75])))
+            for r in runs:
+                f = _num(r.get(f"metrics.{metric}_floor"))
+                if f is not None and _num(n):
+                    floors[_num(n)].append(f)
+        for m, pts in sorted(per_method.items()):
+            pts.sort(key=lambda p: p[0])
+            ns, med, iq = [p[0] for p in pts], [p[1] for p in pts], np.array([p[2] for p in pts])
+            s = slope(ns, med)
+            st = method_style(m)
+            ax.errorbar(ns, med, yerr=[np.subtract(med, iq[:, 0]), np.subtract(iq[:, 1], med)], marker=st.marker,
+                        linestyle=st.linestyle, color=st.color, capsize=3,
+                        label=f"{m}" + (f" (slope {s:.2f})" if s is not None else ""))
+            drew = True
+        if floors:
+            fl = sorted((n, float(np.median(v))) for n, v in floors.items())
+            ax.plot([p[0] for p in fl], [p[1] for p in fl], "--", color="0.5", label="noise floor")
+        _finish_axes(ax, f"{fam} (final model)", "n_train", ylabel)
+    if not drew:
         plt.close(fig)
+        return None
+    fig.tight_layout()
+    return fig
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    by_m: dict[str, list] = defaultdict(list)
+
+def fig_time_to_accuracy(rows: list[dict]):
+    """Each completed run: wall time against its final model's param_error; one panel per family."""
+    fams = sorted({str(r.get("data")) for r in rows if _ok(r)})
+    by: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         pe, t = _num(r.get("metrics.param_error")), _num(r.get("timing.wall_time_s"))
-        if _ok(r) and pe is not None and t is not None and pe > 0:
-            by_m[f"{r['label']} / {r['data']}"].append((t, pe))
-    for m, pts in sorted(by_m.items()):
-        ax.scatter(*zip(*pts), label=m, s=18)
-    if by_m:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("wall time per run (s)")
-        ax.set_ylabel("parameter error")
-        ax.set_title("time to accuracy")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3, which="both")
-        fig.tight_layout()
-        fig.savefig(out / "time_to_accuracy.png", dpi=90)
-        made.append("time_to_accuracy.png")
-    plt.close(fig)
+        if _ok(r) and pe is not None and t is not None and pe > 0 and t > 0:
+            by[str(r.get("data"))][r["label"]].append((t, pe))
+    fams = [f for f in fams if by.get(f)]
+    if not fams:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(fams), figsize=(5.5 * len(fams), 4.5), squeeze=False)
+    for ax, fam in zip(axes[0], fams):
+        for m, pts in sorted(by[fam].items()):
+            st = method_style(m)
+            ax.scatter(*zip(*pts), label=m, s=18, color=st.color, marker=st.marker)
+        _finish_axes(ax, f"{fam}: time to accuracy (final model)", "wall time per run (s)", "parameter error")
+    fig.tight_layout()
+    return fig
 
-    for fam, cells in sorted(fams.items()):  # sample plots of one seed per method (largest n)
+
+def _samples_figures(rows: list[dict], plt) -> list[tuple[str, Any]]:
+    out = []
+    for fam, cells in sorted(group(rows).items()):  # sample plots of one seed per method (largest n)
         picks = {}
         for (m, n), runs in cells.items():
             for r in runs:
@@ -264,35 +1043,118 @@ def _figures(rows: list[dict], out: Path) -> list[str]:
             ax.imshow(plt.imread(p))
             ax.axis("off")
         fig.tight_layout()
-        fig.savefig(out / f"samples_{fam}.png", dpi=80)
+        out.append((f"samples_{fam}.png", fig))
+    return out
+
+
+def _figures(rows: list[dict], out: Path, budgets: list[int] | None = None, statistic: str | None = None) -> list[str]:
+    budgets = default_budgets(rows) if budgets is None else budgets
+    plt = _plt()
+    figs = [("param_error_vs_steps.png", lambda: fig_param_error_vs_steps(rows, budgets, statistic)),
+            ("param_error_vs_time.png", lambda: fig_param_error_vs_time(rows, statistic)),
+            ("param_error_vs_n.png", lambda: fig_versus_n(rows, "param_error", "gauge-aligned parameter error")),
+            ("distance_vs_n.png", lambda: fig_versus_n(rows, "w1", "W1 to held-out sample")),
+            ("time_to_accuracy.png", lambda: fig_time_to_accuracy(rows))]
+    made = []
+    for fname, make in figs:
+        fig = make()
+        if fig is not None:
+            fig.savefig(out / fname, dpi=90)
+            plt.close(fig)
+            made.append(fname)
+    for fname, fig in _samples_figures(rows, plt):
+        fig.savefig(out / fname, dpi=80)
         plt.close(fig)
-        made.append(f"samples_{fam}.png")
+        made.append(fname)
     return made
 
 
-def build_report(root: Path, out: Path | None = None, figures: bool = True) -> Path:
+# ---------------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------------
+
+
+def _budget_columns(rows: list[dict], budgets: list[int], statistic: str | None) -> None:
+    """Adds ``budget_<B>.*`` (selected checkpoint, or the reason it is missing) to each learned run."""
+    for r in rows:
+        if is_estimator(r) or not r.get("_evals"):
+            continue
+        for b in budgets:
+            res, why = budget_outcome(r, b, statistic)
+            if res is None:
+                r[f"budget_{b}.excluded"] = why
+                continue
+            for k in ("step", "variant", "value", "param_error", "elapsed_s"):
+                r[f"budget_{b}.{k}"] = res.get(k)
+
+
+def build_report(root: Path, out: Path | None = None, figures: bool = True, budgets: list[int] | None = None,
+                 statistic: str | None = None) -> Path:
+    """Write results.csv, report.md, headline.md and the figures; returns the output directory.
+
+    Raises :class:`ReportError` when ``root`` is not a directory or holds no metrics.json.
+    """
     root = Path(root)
     if not root.is_dir():
-        raise SystemExit(f"pfbench.report: {root} is not a directory; pass a sweep (multirun) directory")
+        raise ReportError(f"{root} is not a directory; pass a sweep (multirun) directory or a run directory")
+    rows = load_runs(root)
+    if not rows:
+        raise ReportError(f"no metrics.json under {root}; pass a sweep (multirun) directory or a run directory "
+                          "(a sweep that is still starting has none yet)")
     out = Path(out) if out else root / "report"
     out.mkdir(parents=True, exist_ok=True)
-    rows = load_runs(root)
     for r in rows:
         r["_root"] = str(root)
-    public = [{k: v for k, v in r.items() if k != "_root"} for r in rows]
-    write_csv(public, out / "results.csv")
-    made = _figures(rows, out) if figures else []
-    status = defaultdict(int)
+    budgets = default_budgets(rows) if budgets is None else sorted(set(budgets))
+    _budget_columns(rows, budgets, statistic)
+    write_csv(rows, out / "results.csv")
+    made = _figures(rows, out, budgets, statistic) if figures else []
+    status: dict[str, int] = defaultdict(int)
     for r in rows:
         status[r.get("status", "unknown")] += 1
+    recovered = [r for r in rows if r.get("label_recovered")]
+    head = headline_block(rows, budgets, source=str(root), statistic=statistic)
+    hfam = headline_family(rows) or HEADLINE_FAMILY
+    sel_note = "each run's `select_by`"
     md = [f"# pfbench report: {root}", "",
           f"{len(rows)} runs: " + ", ".join(f"{k} {v}" for k, v in sorted(status.items())), "",
-          "Each cell: mean ± half-width of the 95% t-interval over seeds (completed runs). `<metric>_floor` is",
-          "the same distance between two independent true samples of the same sizes: a method whose distance",
-          "lies within its floor is indistinguishable from the truth at that sample size.", "",
-          "## Headline: quadratic family, median parameter error (median wall time)", "", *headline(rows), ""]
-    for fam, cells in sorted(group(rows).items()):
-        md += [f"## data = {fam}", "", *family_table(cells), ""]
+          "Budgets: " + (" / ".join(f"{b:,}" for b in budgets) + " generator steps" if budgets else
+                         "none (no run has periodic evaluations)")
+          + ". A learned method trains once per (method, n_train, seed); at budget B its result is "
+          "the checkpoint with the best validation statistic among the evaluations at steps <= B (selection "
+          f"by {statistic or sel_note}; test data and the true parameters are never read for it), "
+          "and its parameter error is the one recorded for that evaluation. Estimators have no steps.", "",
+          "Cells: median · mean ± half-width of the 95% t-interval over seeds · k/N (k usable of N runs; the "
+          "runs left out are listed under each table with the reason). `<metric>_floor` is the same distance "
+          "between two independent true samples of the same sizes: a method whose distance lies within its floor "
+          "is indistinguishable from the truth at that sample size.", ""]
+    if recovered:
+        md += [f"{len(recovered)} run(s) without a method in metrics.json (config errors): method recovered from "
+               ".hydra or the directory name.", ""]
+    md += [f"## Headline: {hfam}", "", *head, ""]
+    for fam, cells in sorted(group_all(rows).items()):
+        md += [f"## data = {fam}", "", "### Selected-checkpoint param_error by (n_train, budget)", ""]
+        lines, exc = budget_table(cells, budgets, statistic)
+        md += [*lines, ""]
+        if exc:
+            md += ["Excluded from these cells:", "", *exc.lines("budget"), ""]
+        lines, exc = checkpoint_table(cells)
+        md += ["### Test-split param_error of the final, selected (over the whole run) and EMA generators", "",
+               *lines, ""]
+        if exc:
+            md += ["Excluded from these cells:", "", *exc.lines("checkpoint"), ""]
+        rc = rank_corr_table(cells)
+        if rc:
+            md += ["### Rank correlation of each validation statistic with param_error over a run's evaluations",
+                   "", "Median over runs of the Spearman correlation (runs with one / of the runs).", "", *rc, ""]
+        ft = family_table(cells)
+        if ft:
+            md += ["### All test metrics of the final models", "", *ft, ""]
+    skipped = [r for r in rows if r.get("status") == "skipped"]
+    if skipped:
+        pairs = sorted({(r.get("label", "?"), str(r.get("data"))) for r in skipped})
+        md += ["Skipped (method does not apply to the family): "
+               + ", ".join(f"{m} on {d}" for m, d in pairs) + f" ({len(skipped)} runs).", ""]
     bad = [r for r in rows if not _ok(r) and r.get("status") != "skipped"]
     if bad:
         md += ["## Failed, diverged or unreadable runs", "", "| run | method | data | status | step | reason |",
@@ -305,7 +1167,7 @@ def build_report(root: Path, out: Path | None = None, figures: bool = True) -> P
     if made:
         md += ["## Figures", ""] + [f"![{f}]({f})" for f in made] + [""]
     (out / "report.md").write_text("\n".join(md))
-    (out / "headline.md").write_text("\n".join(headline(rows)) + "\n")
+    (out / "headline.md").write_text("\n".join(head) + "\n")
     return out
 
 
@@ -335,11 +1197,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pfbench.report", description=__doc__.splitlines()[0])
     ap.add_argument("sweep_dir", type=Path)
     ap.add_argument("--out", type=Path, default=None, help="output directory (default <sweep_dir>/report)")
+    ap.add_argument("--budgets", default=None,
+                    help="generator-step budgets, comma list (e.g. 1500,5000,15000); default: 1500, 5000 and the "
+                         "largest evaluated step present, those above it dropped")
+    ap.add_argument("--select-by", default=None, choices=list(STATISTICS),
+                    help="validation statistic that selects the checkpoint at each budget (default: each run's own)")
     ap.add_argument("--no-figures", action="store_true")
     ap.add_argument("--wandb", default="auto", choices=["auto", "offline", "online", "disabled"],
                     help="log the results table to W&B (auto: online only when W&B is configured)")
     a = ap.parse_args(argv)
-    out = build_report(a.sweep_dir, a.out, figures=not a.no_figures)
+    try:
+        budgets = parse_budgets(a.budgets) if a.budgets else None
+        out = build_report(a.sweep_dir, a.out, figures=not a.no_figures, budgets=budgets, statistic=a.select_by)
+    except ReportError as e:
+        print(f"pfbench report: error: {e}", file=sys.stderr)
+        return 2
     if a.wandb != "disabled":
         log_wandb_table(a.sweep_dir, out, a.wandb)
     print(f"pfbench.report: {out / 'report.md'}", file=sys.stderr)

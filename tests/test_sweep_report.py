@@ -116,12 +116,20 @@ def test_report_on_synthetic_sweep_with_failures(tmp_path):
     # mean and 95% t half-width over the three seeds at n = 1000
     v = np.array(pes[1000])
     half = stats.t.ppf(0.975, 2) * v.std(ddof=1) / math.sqrt(3)
-    assert f"| moments | 1000 | 3 | {v.mean():.3g} ± {half:.2g} |" in md
-    assert "| jsgan-minimax | 1000 | 1 | 0.9 |" in md
+    assert f"| moments | 1000 | 3/3 | {v.mean():.3g} ± {half:.2g} |" in md
+    assert "| jsgan-minimax | 1000 | 1/2 | 0.9 |" in md  # completed of all runs in the cell
+    # the budget table counts the failed SoS run (k/N) and says why it is left out
+    assert "| sos | – · 0/1 |" in md and "- sos, n = 1,000: **failed**: 1 run (`sos_fail`)" in md
     assert "| gan_div | jsgan-minimax | quadratic | diverged | 7 | non-finite loss_g at step 7 |" in md
     assert "| sos_fail | sos | quadratic | failed | 7 | SolverError: SCS failed |" in md
     head = (out / "headline.md").read_text()
-    assert "| moments | 0.25 (1.0 s) | 0.08 (1.0 s) | 0.027 (1.0 s) |" in head
+    cells = []
+    for vals in pes.values():  # median (mean ± half-width) and the estimator's fit time (train_time_s here)
+        a = np.array(vals)
+        h = stats.t.ppf(0.975, 2) * a.std(ddof=1) / math.sqrt(3)
+        cells.append(f"{np.median(a):.3g} ({a.mean():.3g} ± {h:.2g}) · 0.5 s")
+    assert "| moments | " + " | ".join(cells) + " |" in head
+    assert "| jsgan-minimax | – [0/2] |" in head  # no periodic evaluations, one diverged
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert len(rows) == 12 and {r["status"] for r in rows} == {"completed", "diverged", "failed"}
     assert (out / "param_error_vs_n.png").stat().st_size > 5000

@@ -1,0 +1,330 @@
+"""The report's budgets (selection among evaluations <= B), run counts and exclusions, recovery of
+config-failed jobs, the empty-directory error, figures and the fixed color per method."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+from pfbench import report as R
+
+# ---------------------------------------------------------------------------------------------
+# budget_selection against a hand computation
+# ---------------------------------------------------------------------------------------------
+
+EVALS = [  # val_moments selects; param_error is only recorded (step 300 has the best one, never selected)
+    {"step": 100, "elapsed_s": 1.0, "val_moments": 0.5, "val_sw": 0.10, "param_error": 0.9},
+    {"step": 200, "elapsed_s": 2.0, "val_moments": 0.3, "val_sw": 0.50, "param_error": 0.8},
+    {"step": 300, "elapsed_s": 3.0, "val_moments": 0.4, "val_sw": 0.05, "param_error": 0.1},
+    {"step": 400, "elapsed_s": 4.0, "val_moments": 0.2, "val_sw": 0.60, "param_error": 0.6},
+    {"step": 500, "elapsed_s": 5.0, "val_moments": None, "val_sw": None, "param_error": 0.05},  # inf -> null
+]
+
+
+def test_budget_selection_by_hand():
+    sel = R.budget_selection(EVALS, "val_moments", [50, 100, 250, 350, 400, 10_000])
+    assert sel[50] is None  # below the first evaluation
+    assert (sel[100]["step"], sel[100]["param_error"], sel[100]["value"]) == (100, 0.9, 0.5)
+    assert (sel[250]["step"], sel[250]["param_error"], sel[250]["elapsed_s"]) == (200, 0.8, 2.0)
+    # at B = 350 the later, better (val 0.2) checkpoint of step 400 is not available, and step 300's
+    # far better param_error (0.1) does not matter: selection reads the validation statistic only
+    s = sel[350]
+    assert (s["step"], s["param_error"], s["value"], s["variant"]) == (200, 0.8, 0.3, "raw")
+    assert (s["elapsed_s"], s["budget_step"], s["selected_elapsed_s"]) == (3.0, 300, 2.0)
+    assert (sel[400]["step"], sel[400]["param_error"]) == (400, 0.6)
+    # beyond the last evaluation: all evaluations (the null statistic of step 500 is never selected)
+    assert (sel[10_000]["step"], sel[10_000]["param_error"], sel[10_000]["elapsed_s"]) == (400, 0.6, 5.0)
+
+
+def test_budget_selection_follows_the_statistic_not_param_error():
+    by_sw = R.budget_selection(EVALS, "val_sw", [250, 400])
+    assert (by_sw[250]["step"], by_sw[250]["param_error"]) == (100, 0.9)
+    assert (by_sw[400]["step"], by_sw[400]["param_error"]) == (300, 0.1)
+    shuffled = R.budget_selection(list(reversed(EVALS)), "val_moments", [350])
+    assert shuffled[350]["step"] == 200
+    # with param_error reordered arbitrarily the choice does not move
+    scrambled = [{**e, "param_error": p} for e, p in zip(EVALS, [0.01, 5.0, 0.02, 0.03, 0.04])]
+    assert R.budget_selection(scrambled, "val_moments", [350])[350]["step"] == 200
+
+
+def test_budget_selection_ema_and_ties():
+    evals = [{**e, "ema_val_moments": 0.25 if e["step"] == 200 else 9.0, "ema_param_error": 0.7} for e in EVALS[:3]]
+    sel = R.budget_selection(evals, "val_moments", [250])[250]
+    assert (sel["step"], sel["variant"], sel["param_error"]) == (200, "ema", 0.7)
+    raw_only = R.budget_selection(evals, "val_moments", [250], ema=False)[250]
+    assert (raw_only["variant"], raw_only["param_error"]) == ("raw", 0.8)
+    ties = [{"step": s, "val_moments": 0.5, "param_error": p} for s, p in ((10, 1.0), (20, 2.0))]
+    assert R.budget_selection(ties, "val_moments", [30])[30]["step"] == 10  # the earlier one, as the run does
+    assert R.budget_selection([], "val_moments", [30]) == {30: None}
+
+
+# ---------------------------------------------------------------------------------------------
+# A fake sweep with known numbers
+# ---------------------------------------------------------------------------------------------
+
+STEPS = (100, 200, 300, 400)
+WGAN = {  # seed: (val_moments at each step, param_error at each step)
+    0: ([0.5, 0.3, 0.4, 0.2], [0.9, 0.8, 0.1, 0.6]),
+    1: ([0.6, 0.5, 0.45, 0.4], [0.95, 0.85, 0.7, 0.5]),
+    2: ([0.4, 0.45, 0.3, 0.35], [0.88, 0.2, 0.75, 0.3]),
+    3: ([0.4, 0.3, 0.2, 0.1], [None] * 4),  # param_error null (non-finite) at every evaluation
+}
+MOMENTS = {0: (0.2, 1.0), 1: (0.3, 2.0), 2: (0.25, 3.0)}  # seed: (param_error, fit time)
+
+
+def _write_run(root: Path, name: str, rec: dict, *, cfg: dict | None = None, history=None) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    if cfg is not None:
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    if history is not None:
+        (d / "history.json").write_text(json.dumps(history))
+    (d / "metrics.json").write_text(json.dumps(rec))
+    return d
+
+
+def _learned(root: Path, name: str, seed: int, vals, pes, *, status="completed", diverged_step=None, method="wgan",
+             rho=None, steps=400, n=1000):
+    evals = [{"step": s, "elapsed_s": 0.01 * s * (1 + seed / 10), "val_moments": v, "val_sw": 1.0, "param_error": p}
+             for s, v, p in zip(STEPS, vals, pes)]
+    rec = {"method": method, "loss": None, "generator": "family", "tuned": None, "data": "quadratic",
+           "latent_dim": 2, "out_dim": 4, "n_train": n, "n_val": 128, "seed": seed, "status": status,
+           "reason": None if status == "completed" else f"non-finite loss_g at step {diverged_step}",
+           "steps": diverged_step or steps, "diverged_step": diverged_step,
+           "timing": {"train_time_s": 0.01 * steps, "wall_time_s": 0.02 * steps}}
+    if status == "completed":
+        rec["selection"] = {"statistic": "val_moments", "eval_every": 100, "n_evals": len(evals), "step": 400,
+                            "variant": "raw", "value": min(vals), "early_stopped_step": None, "patience": None,
+                            "rank_corr_with_param_error": {"val_moments": rho, "val_sw": None}}
+        rec["metrics"] = {"param_error": pes[-1], "w1": 1.0, "w1_floor": 0.5}
+        rec["metrics_selected"] = {"param_error": pes[-1]}
+    cfg = {"seed": seed, "data": {"name": "quadratic", "n_train": n, "n_val": 128},
+           "model": {"name": method, "kind": "gan", "train": {"steps": steps, "eval_every": 100, "ema": None,
+                                                               "select_by": "val_moments"}}}
+    _write_run(root, name, rec, cfg=cfg, history={"train": [{"step": 25, "loss_d": 0.1, "loss_g": 0.2}],
+                                                  "eval": evals})
+
+
+def _fake_sweep(root: Path) -> Path:
+    rhos = {0: 0.5, 1: 0.7}
+    for s, (vals, pes) in WGAN.items():
+        _learned(root, f"{s}_wgan_quadratic_s{s}", s, vals, pes, rho=rhos.get(s))
+    # diverged at step 250: its evaluations at 100 and 200 stand for budgets below 250
+    _learned(root, "4_wgan_quadratic_s4", 4, [0.5, 0.4], [0.92, 0.82], status="diverged", diverged_step=250)
+    for s, (pe, t) in MOMENTS.items():
+        _write_run(root, f"{5 + s}_moments_quadratic_s{s}",
+                   {"method": "moments", "loss": None, "generator": "estimator", "data": "quadratic", "n_train": 1000,
+                    "seed": s, "status": "completed", "reason": None, "steps": 0,
+                    "validation": {"val_moments": 0.1, "val_sw": 0.1}, "objective": 0.1,
+                    "metrics": {"param_error": pe, "w1": 0.6, "w1_floor": 0.5},
+                    "timing": {"fit_time_s": t, "wall_time_s": t + 1}},
+                   cfg={"seed": s, "data": {"name": "quadratic", "n_train": 1000}, "model": {"name": "moments",
+                                                                                          "kind": "estimator"}})
+    # an old run: history.json is a plain list of loss records, no evaluations
+    _write_run(root, "8_vae_quadratic_s0",
+               {"method": "vae", "generator": "family", "data": "quadratic", "n_train": 1000, "seed": 0,
+                "status": "completed", "steps": 400, "metrics": {"param_error": 0.7}, "timing": {"wall_time_s": 2.0}},
+               cfg={"seed": 0, "data": {"name": "quadratic", "n_train": 1000}, "model": {"name": "vae"}},
+               history=[{"step": 25, "loss": 1.0}])
+    # config-failed jobs: metrics.json names no method (Hydra's overrides do; or only the directory name)
+    d = _write_run(root, "9_wgan_gp_quadratic_s0",
+                   {"status": "failed", "reason": "config error: data.n_train=-5 must be > 0"})
+    (d / ".hydra").mkdir()
+    (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["+model=wgan_gp", "data.n_train=1000", "seed=0"]))
+    _write_run(root, "10_jsgan_minimax_quadratic_s1", {"status": "failed", "reason": "config error: bad value"})
+    # a method that does not apply to the family: skipped, listed once, not a table row
+    _write_run(root, "11_relu_moments_quadratic_s0",
+               {"method": "relu_moments", "data": "quadratic", "seed": 0, "status": "skipped",
+                "reason": "+model=relu_moments does not apply to data=quadratic"})
+    return root
+
+
+def _cell(values: list[float], n_all: int) -> str:
+    v = np.asarray(values)
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return f"{np.median(v):.3g} · {v.mean():.3g} ± {half:.2g} · {len(v)}/{n_all}"
+
+
+def test_budget_table_counts_and_exclusions(tmp_path):
+    out = R.build_report(_fake_sweep(tmp_path), figures=False, budgets=[100, 200, 400])
+    md = (out / "report.md").read_text()
+    assert "12 runs: completed 8, diverged 1, failed 2, skipped 1" in md
+    table = md.split("### Selected-checkpoint param_error")[1].split("Excluded from these cells:")[0]
+    rows = {ln.split(" | ")[0].lstrip("| "): ln for ln in table.splitlines() if ln.startswith("| ")}
+    # hand selection per seed: B=100 -> step 100; B=200 -> seed 2 keeps step 100 (val 0.4 < 0.45,
+    # though step 200 has param_error 0.2); B=400 -> steps 400, 400, 300; seed 3 has no param_error,
+    # seed 4 diverged at 250 (counted at B = 100, 200, excluded at 400)
+    b100, b200, b400 = [0.9, 0.95, 0.88, 0.92], [0.8, 0.85, 0.88, 0.82], [0.6, 0.5, 0.75]
+    assert rows["wgan"] == f"| wgan | {_cell(b100, 5)} | {_cell(b200, 5)} | {_cell(b400, 5)} |"
+    pe, t = zip(*MOMENTS.values())
+    assert rows["moments"] == f"| moments | {_cell(list(pe), 3)} · fit {np.median(t):.1f} s | ″ | ″ |"
+    assert rows["vae"] == "| vae | – · 0/1 | – · 0/1 | – · 0/1 |"
+    assert rows["wgan_gp"] == "| wgan_gp | – · 0/1 | – · 0/1 | – · 0/1 |"  # recovered from .hydra/overrides.yaml
+    exc = md.split("Excluded from these cells:")[1].split("###")[0]
+    assert ("- wgan, n = 1,000, budget 100 / 200 / 400: **non-finite/null param_error**: 1 run "
+            "(`3_wgan_quadratic_s3`)") in exc
+    assert "- wgan, n = 1,000, budget 400: **diverged**: 1 run (`4_wgan_quadratic_s4`)" in exc
+    assert "- wgan_gp, n = 1,000, budget 100 / 200 / 400: **failed**: 1 run (`9_wgan_gp_quadratic_s0`)" in exc
+    assert "**no periodic evaluations (eval_every unset)**: 1 run (`8_vae_quadratic_s0`)" in exc
+    # the job with neither metrics nor overrides: method from its directory name, n_train unknown
+    assert "| 10_jsgan_minimax_quadratic_s1 | jsgan-minimax | quadratic | failed |" in md
+    assert "| 9_wgan_gp_quadratic_s0 | wgan_gp | quadratic | failed |" in md
+    assert "'?'" not in md and "| ? |" not in md
+    assert "Skipped (method does not apply to the family): relu_moments on quadratic (1 runs)." in md
+    assert "relu_moments |" not in md
+    # final checkpoint: the null param_error run is excluded and counted, not silently dropped
+    final = [ln for ln in md.splitlines() if ln.startswith("| wgan | final |")][0]
+    assert final.endswith(f"| {_cell([0.6, 0.5, 0.3], 5)} |")
+    # median Spearman correlations: 0.5 and 0.7 of the four completed runs
+    assert "| wgan | +0.60 (2/4) | – (0/4) |" in md
+    # results.csv carries the budget columns
+    import csv
+
+    by_dir = {r["run_dir"]: r for r in csv.DictReader(open(out / "results.csv"))}
+    assert by_dir["2_wgan_quadratic_s2"]["budget_200.step"] == "100"
+    assert by_dir["4_wgan_quadratic_s4"]["budget_400.excluded"] == "diverged"
+    # the headline: largest budget by n_train, and by budget at n_train = 1,000 (10,000 absent)
+    head = (out / "headline.md").read_text()
+    assert "13 runs" not in head and "12 runs on quadratic" in head and "budgets 100 / 200 / 400" in head
+    assert "seeds 0–4" in head and "tuned hyperparameters: none" in head
+    assert "| B = 100 | B = 200 | B = 400 |" in head
+
+
+def test_default_budgets_and_parse():
+    rows = [{"_kind": "learned", "_evals": [{"step": s} for s in (250, 2500, 15000)]}, {"_kind": "estimator"}]
+    assert R.default_budgets(rows) == [1500, 5000, 15000]
+    rows[0]["_evals"] = [{"step": 600}]
+    assert R.default_budgets(rows) == [600]
+    assert R.default_budgets([{"_kind": "estimator"}]) == []
+    assert R.parse_budgets("5000,1500,1.5k,15000") == [1500, 5000, 15000]
+    with pytest.raises(R.ReportError):
+        R.parse_budgets("a,b")
+
+
+def test_history_formats(tmp_path):
+    (tmp_path / "history.json").write_text(json.dumps([{"step": 1, "loss": 2.0}]))
+    assert R.load_history(tmp_path) == ([{"step": 1, "loss": 2.0}], [])
+    (tmp_path / "history.json").write_text(json.dumps({"train": [], "eval": [{"step": 20}, {"step": 10}]}))
+    assert R.load_history(tmp_path) == ([], [{"step": 10}, {"step": 20}])
+    assert R.load_history(tmp_path / "nope") == ([], [])
+
+
+def test_empty_directory_is_an_error(tmp_path, capsys):
+    (tmp_path / "0_wgan_quadratic_s0" / ".hydra").mkdir(parents=True)  # a sweep whose jobs wrote nothing yet
+    assert R.main([str(tmp_path), "--wandb", "disabled"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"pfbench report: error: no metrics.json under {tmp_path}; ")
+    assert not (tmp_path / "report").exists()
+    assert R.main([str(tmp_path / "missing"), "--wandb", "disabled"]) == 2
+
+
+def test_recover_identity_from_hydra_and_dir_name(tmp_path):
+    d = tmp_path / "3_jsgan_minimax_tuned_relu_deep_s4"
+    (d / ".hydra").mkdir(parents=True)
+    assert R.recover_identity(d) == {"label": "jsgan-minimax_tuned", "data": "relu_deep", "seed": 4}
+    (d / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
+        {"seed": 4, "data": {"name": "relu_deep", "n_train": 500},
+         "model": {"name": "wgan", "kind": "gan", "generator": "mlp", "tuned": None}}))
+    assert R.recover_identity(d) == {"label": "wgan+mlp", "kind": "gan", "data": "relu_deep", "n_train": 500, "seed": 4}
+    assert R.parse_run_dir_name("12-01-02-123456_vae_relu_s0") == {"choice": "vae", "data": "relu", "seed": 0}
+    assert R.parse_run_dir_name("report") == {}
+
+
+def test_one_color_per_method(tmp_path):
+    assert R.method_style("wgan") is R.method_style("wgan")
+    assert R.method_style("wgan").color == R.METHOD_COLORS["wgan"]
+    for variant in ("wgan_tuned", "wgan+mlp", "wgan_tuned+mlp"):
+        assert R.method_style(variant).color == R.METHOD_COLORS["wgan"]
+        assert R.method_style(variant)[1:] != R.method_style("wgan")[1:]
+    assert R.method_style("jsgan-minimax_tuned").color == R.METHOD_COLORS["jsgan-minimax"]
+    assert len({R.method_style(m).color for m in R.METHOD_COLORS}) == len(R.METHOD_COLORS)
+    new = R.method_style("my_new_gan")
+    assert new == R.method_style.__wrapped__("my_new_gan") and new.color not in R.METHOD_COLORS.values()
+    # the figures draw each method in its color
+    rows = R.load_runs(_fake_sweep(tmp_path))
+    f_steps = R.fig_param_error_vs_steps(rows, [100, 200, 400])
+    f_time = R.fig_param_error_vs_time(rows)
+    f_n = R.fig_versus_n(rows, "param_error", "param_error")
+
+    def colors(fig) -> dict[str, str]:
+        import matplotlib.colors as mc
+
+        out = {}
+        for ax in fig.axes:
+            for h, label in zip(*ax.get_legend_handles_labels()):
+                line = h.lines[0] if hasattr(h, "lines") else h  # an errorbar container or a line
+                out[label] = mc.to_hex(line.get_color())
+        return out
+
+    cs, ct, cn = colors(f_steps), colors(f_time), colors(f_n)
+    assert cs["wgan"] == ct["wgan"] == R.METHOD_COLORS["wgan"]
+    assert cs["moments (estimator)"] == ct["moments (fit)"] == R.METHOD_COLORS["moments"]
+    assert any(k.startswith("moments") and v == R.METHOD_COLORS["moments"] for k, v in cn.items())
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_figures_are_written(tmp_path):
+    out = R.build_report(_fake_sweep(tmp_path), budgets=[100, 200, 400])
+    for f in ("param_error_vs_steps.png", "param_error_vs_time.png", "param_error_vs_n.png", "time_to_accuracy.png"):
+        assert (out / f).stat().st_size > 5000, f
+        assert f"![{f}]({f})" in (out / "report.md").read_text()
+
+
+def test_readme_headline_script_on_a_copy(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+    try:
+        import update_readme_headline as U
+    finally:
+        sys.path.pop(0)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{U.START}\nold table\n{U.END}\nafter\n")
+    sweep = _fake_sweep(tmp_path / "sweep")
+    assert U.main([str(sweep), "--readme", str(readme), "--no-figures", "--budgets", "100,400"]) == 0
+    text = readme.read_text()
+    assert "old table" not in text and text.startswith("# x\n\nbefore\n") and text.endswith(f"{U.END}\nafter\n")
+    block = text.split(U.START)[1].split(U.END)[0]
+    assert "budgets 100 / 400" in block and "| method | n = 1,000 |" in block and "| B = 100 | B = 400 |" in block
+    assert f"| wgan | {np.median([0.6, 0.5, 0.75]):.3g} (" in block
+    readme.write_text("no markers\n")
+    assert U.main([str(sweep), "--readme", str(readme), "--no-figures"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# End to end: a real tiny sweep, then the report CLI
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_report_on_a_real_tiny_sweep(tmp_path):
+    sweep = tmp_path / "sw"
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    p = subprocess.run([sys.executable, "-m", "pfbench.train", "-m", "+model=wgan,moments", "data.latent_dim=2",
+                        "data.out_dim=4", "data.n_train=200,400", "data.n_val=128", "data.n_test=64", "eval=fast",
+                        "logger=none", "plots=false", "progress=false", "++model.train.steps=40",
+                        "++model.train.eval_every=10", "++model.train.batch_size=32", f"hydra.sweep.dir={sweep}"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert R.main([str(sweep), "--budgets", "20,40", "--wandb", "disabled"]) == 0
+    md = (sweep / "report" / "report.md").read_text()
+    assert "| method | n = 200, B = 20 | n = 200, B = 40 | n = 400, B = 20 | n = 400, B = 40 |" in md
+    assert md.count(" · 1/1") >= 6  # wgan at four (n, B) cells, moments at two n
+    for f in ("param_error_vs_steps.png", "param_error_vs_time.png"):
+        assert (sweep / "report" / f).stat().st_size > 5000
+    # at the largest step the report's selection is the run's own, and its param_error the test-split one
+    for run in R.load_runs(sweep):
+        if R.is_estimator(run):
+            continue
+        sel = R.budget_selection(run["_evals"], run["selection.statistic"], [40])[40]
+        assert (sel["step"], sel["variant"]) == (run["selection.step"], run["selection.variant"])
+        assert math.isclose(sel["param_error"], run["metrics_selected.param_error"], rel_tol=1e-9)
