@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,6 +54,84 @@ def test_gradient_penalty_of_linear_critic():
     g = torch.Generator().manual_seed(0)
     real, fake = torch.randn(8, 2, dtype=torch.float64, generator=g), torch.randn(8, 2, dtype=torch.float64)
     assert losses.gradient_penalty(critic, real, fake, g).item() == pytest.approx(16.0, abs=1e-10)
+
+
+class _QuadraticCritic(torch.nn.Module):
+    """f(x) = x^T A x / 2 + c^T x, recording its inputs: grad f(x) = S x + c (S = (A + A^T)/2) varies with x."""
+
+    def __init__(self, a: torch.Tensor, c: torch.Tensor):
+        super().__init__()
+        self.a, self.c = torch.nn.Parameter(a.clone()), torch.nn.Parameter(c.clone())
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.detach().clone())
+        return (0.5 * ((x @ self.a) * x).sum(-1) + x @ self.c)[:, None]
+
+
+def _gp_problem(n: int = 4000):
+    a = t(1.5, 0.4, 0.0, 0.4, -0.7, 0.3, 0.0, 0.3, 0.9).reshape(3, 3)
+    c = t(0.3, -0.2, 0.1)
+    g = torch.Generator().manual_seed(11)
+    real = torch.randn(n, 3, dtype=torch.float64, generator=g) * 0.5 + t(2.0, 1.0, -1.0)
+    fake = torch.randn(n, 3, dtype=torch.float64, generator=g) * 0.5 - t(1.0, 0.5, 0.0)
+    return _QuadraticCritic(a, c), real, fake
+
+
+def _penalty_at(points: torch.Tensor, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """mean (||grad f(p)|| - 1)^2 from the closed-form gradient S p + c: an independent reference."""
+    s = 0.5 * (a + a.T)
+    return ((points @ s + c).pow(2).sum(-1).sqrt() - 1).pow(2).mean()
+
+
+def test_gradient_penalty_is_taken_at_uniform_interpolates():
+    # A quadratic critic: ||grad f|| differs at the real points, the fake points and in between, so
+    # only the penalty at x_hat = eps real + (1 - eps) fake, one eps ~ U(0, 1) per sample, matches.
+    n = 4000
+    critic, real, fake = _gp_problem(n)
+    gp = losses.gradient_penalty(critic, real, fake, torch.Generator().manual_seed(0))
+    assert len(critic.seen) == 1 and critic.seen[0].shape == (n, 3)
+    p = critic.seen[0]
+    # every evaluation point lies on its own segment [fake_i, real_i] ...
+    seg = real - fake
+    eps = ((p - fake) * seg).sum(-1) / seg.pow(2).sum(-1)
+    off = p - (eps[:, None] * real + (1 - eps[:, None]) * fake)
+    assert off.abs().max().item() <= 1e-12
+    assert eps.min().item() >= 0.0 and eps.max().item() <= 1.0
+    # ... at a position eps that is U(0, 1): Kolmogorov-Smirnov distance below its 0.1 % critical value
+    e = torch.sort(eps).values.numpy()
+    ks = max(np.max(np.arange(1, n + 1) / n - e), np.max(e - np.arange(n) / n))
+    assert ks <= 1.95 / math.sqrt(n)
+    # the value is the mean penalty there, computed from the closed-form gradient
+    with torch.no_grad():
+        ref = _penalty_at(p, critic.a, critic.c).item()
+        at_real = _penalty_at(real, critic.a, critic.c).item()
+        at_fake = _penalty_at(fake, critic.a, critic.c).item()
+        at_mid = _penalty_at(0.5 * (real + fake), critic.a, critic.c).item()
+    assert abs(gp.item() - ref) <= 1e-12 * ref
+    # the wrong variants (penalty at the real points, the fake points, eps = 1/2) are far from it
+    for wrong in (at_real, at_fake, at_mid):
+        assert abs(wrong - ref) >= 0.1 * ref
+
+
+def test_gradient_penalty_is_differentiable_in_the_critic_and_uses_the_given_generator():
+    critic, real, fake = _gp_problem(500)
+    state = torch.get_rng_state()
+    gp = losses.gradient_penalty(critic, real, fake, torch.Generator().manual_seed(5))
+    assert torch.equal(torch.get_rng_state(), state)  # eps came from the generator passed in
+    gp.backward()  # needs create_graph: the penalty trains the critic through its input gradient
+    got_a, got_c = critic.a.grad.clone(), critic.c.grad.clone()
+    # independent: autograd through the closed-form penalty at the same (recorded) points
+    a, c = critic.a.detach().clone().requires_grad_(True), critic.c.detach().clone().requires_grad_(True)
+    _penalty_at(critic.seen[0], a, c).backward()
+    assert torch.allclose(got_a, a.grad, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(got_c, c.grad, rtol=1e-10, atol=1e-12)
+    assert got_a.abs().max().item() >= 1e-3  # a non-trivial gradient
+    # the same generator state gives the same points; another seed other points
+    losses.gradient_penalty(critic, real, fake, torch.Generator().manual_seed(5))
+    losses.gradient_penalty(critic, real, fake, torch.Generator().manual_seed(6))
+    assert torch.equal(critic.seen[1], critic.seen[0])
+    assert (critic.seen[2] - critic.seen[0]).abs().max().item() >= 0.1
 
 
 def test_gaussian_kl_and_nll():

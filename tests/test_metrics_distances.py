@@ -45,13 +45,65 @@ def test_w1_in_1d_equals_scipy(n, m):
     assert 0.3 <= ref <= 1.0  # a non-trivial reference
 
 
-def test_w2_in_1d_equals_quantile_formula():
-    # The LP and the quantile integral are independent algorithms for the same number.
+def monotone_cost(x: np.ndarray, y: np.ndarray, p: float) -> float:
+    """W_p^p between uniform empirical measures on the line by the north-west-corner rule.
+
+    The monotone (sorted) coupling is optimal for the convex cost |s - t|^p, p >= 1. Masses are
+    counted in units of 1/(n m) (x atoms weigh m, y atoms n), so the coupling itself is exact.
+    """
+    xs, ys = np.sort(np.ravel(x)), np.sort(np.ravel(y))
+    n, m = len(xs), len(ys)
+    i = j = 0
+    rx, ry = m, n
+    total = []
+    while i < n and j < m:
+        t = min(rx, ry)
+        total.append(t * abs(xs[i] - ys[j]) ** p)
+        rx, ry = rx - t, ry - t
+        if rx == 0:
+            i, rx = i + 1, m
+        if ry == 0:
+            j, ry = j + 1, n
+    return math.fsum(total) / (n * m)
+
+
+def assignment_cost(x: np.ndarray, y: np.ndarray, p: float) -> float:
+    """Exact W_p^p by brute force: copy each of the n (m) atoms L/n (L/m) times, L = lcm(n, m).
+
+    Both empirical measures become uniform on L points, where an optimal transport plan is a
+    permutation (Birkhoff), found by the Hungarian method.
+    """
+    x, y = np.reshape(x, (len(x), -1)), np.reshape(y, (len(y), -1))
+    big = math.lcm(len(x), len(y))
+    c = scipy.spatial.distance.cdist(np.repeat(x, big // len(x), 0), np.repeat(y, big // len(y), 0)) ** p
+    rows, cols = scipy.optimize.linear_sum_assignment(c)
+    return float(c[rows, cols].mean())
+
+
+def test_w2_in_1d_equals_monotone_coupling():
+    # The LP (POT) against the sorted coupling, an independent exact algorithm for the same number;
+    # unequal sizes, so that the fractional masses of the plan matter.
     r = rng(1)
     x, y = r.standard_normal(200), r.exponential(size=333)
-    ref = math.sqrt(float(wasserstein_1d(np.sort(x)[None], np.sort(y)[None], 2)[0]))
+    ref = math.sqrt(monotone_cost(x, y, 2))
     assert abs(wasserstein(x, y, 2) - ref) <= 1e-9
+    # the batched quantile formula used by the sliced distance, on the same pair
+    assert abs(float(wasserstein_1d(np.sort(x)[None], np.sort(y)[None], 2)[0]) - ref**2) <= 1e-9
     assert 0.5 <= ref <= 2.0
+    # an exact shift: every coupling of x and x + 0.7 along the sorted order costs 0.7
+    assert abs(wasserstein(x, x + 0.7, 2) - 0.7) <= 1e-9
+
+
+@pytest.mark.parametrize("d,p", [(1, 1), (1, 2), (3, 1), (3, 2)])
+def test_exact_w_equals_brute_force_assignment(d, p):
+    r = rng(20 + 2 * d + p)
+    x = r.standard_normal((30, d))
+    y = 0.8 * r.standard_normal((45, d)) + 0.5
+    ref = assignment_cost(x, y, p) ** (1 / p)
+    assert abs(wasserstein(x, y, p) - ref) <= 1e-9 * max(1.0, ref)
+    if d == 1:
+        assert abs(ref**p - monotone_cost(x, y, p)) <= 1e-9
+    assert 0.3 <= ref <= 3.0
 
 
 def test_identical_symmetric_and_permutation_invariant():
@@ -136,7 +188,21 @@ def test_sliced_in_1d_equals_w(n, m):
     x, y = r.standard_normal(n), r.gamma(2.0, size=m)
     # in 1-D every direction is +-1 and W_p is invariant under the reflection
     assert abs(sliced_wasserstein(x, y, 5, 1, generator=r) - scipy.stats.wasserstein_distance(x, y)) <= 1e-10
-    assert abs(sliced_wasserstein(x, y, 3, 2, generator=r) - wasserstein(x, y, 2)) <= 1e-9
+    assert abs(sliced_wasserstein(x, y, 3, 2, generator=r) - math.sqrt(monotone_cost(x, y, 2))) <= 1e-9
+
+
+@pytest.mark.parametrize("n,m,p", [(200, 200, 2), (150, 260, 1), (150, 260, 2)])
+def test_sliced_equals_mean_of_projected_1d_distances(n, m, p):
+    # SW_p^p with given directions is the mean over them of exact 1-D W_p^p of the projections:
+    # the reference projects and solves each 1-D problem by the monotone coupling.
+    r = rng(30 + n + p)
+    x = r.standard_normal((n, 4))
+    y = r.standard_normal((m, 4)) @ np.diag([1.5, 1.0, 0.5, 1.0]) + np.array([0.5, 0.0, 0.0, -0.3])
+    dirs = r.standard_normal((7, 4))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    ref = (math.fsum(monotone_cost(x @ th, y @ th, p) for th in dirs) / len(dirs)) ** (1 / p)
+    assert abs(sliced_wasserstein(x, y, p=p, directions=dirs) - ref) <= 1e-9
+    assert 0.1 <= ref <= 2.0
 
 
 def test_sliced_invariances_and_closed_form_for_translation():
@@ -174,18 +240,52 @@ def gaussian_mmd2(mu: float, s1: float, s2: float, h: float, d: int) -> float:
     return ek(2 * s1**2, 0) + ek(2 * s2**2, 0) - 2 * ek(s1**2 + s2**2, mu * mu * d)
 
 
-def test_mmd_unbiased_matches_closed_form():
-    d, h = 3, 1.5
-    ref = gaussian_mmd2(0.3, 1.0, 1.2, h, d)
-    vals = []
-    for s in range(4):
-        r = rng(100 + s)
-        x = r.standard_normal((600, d))
-        y = 0.3 + 1.2 * r.standard_normal((600, d))
-        vals.append(mmd2_unbiased(x, y, h))
-    # four replicates, each with sd about 0.004 here: the mean within 0.006 of the closed form
-    assert abs(np.mean(vals) - ref) <= 0.006
-    assert 0.02 <= ref <= 0.2
+def mmd2_direct(x: np.ndarray, y: np.ndarray, h: float, unbiased: bool = True) -> float:
+    """MMD^2 by explicit double sums over pairs (U-statistic; V-statistic with ``unbiased=False``)."""
+    def k(a: np.ndarray, b: np.ndarray) -> float:
+        return math.exp(-math.fsum((a - b) ** 2) / (2 * h * h))
+
+    n, m = len(x), len(y)
+    off = 1 if unbiased else 0
+    kxx = math.fsum(k(x[i], x[j]) for i in range(n) for j in range(n) if not (unbiased and i == j))
+    kyy = math.fsum(k(y[i], y[j]) for i in range(m) for j in range(m) if not (unbiased and i == j))
+    kxy = math.fsum(k(x[i], y[j]) for i in range(n) for j in range(m))
+    return kxx / (n * (n - off)) + kyy / (m * (m - off)) - 2 * kxy / (n * m)
+
+
+def test_mmd_unbiased_equals_direct_double_sum():
+    r = rng(100)
+    x = r.standard_normal((40, 3))
+    y = 0.3 + 1.2 * r.standard_normal((55, 3))
+    for h in (0.7, 1.5):
+        ref = mmd2_direct(x, y, h)
+        for block in (7, 2048):  # several row blocks, and one
+            assert abs(mmd2_unbiased(x, y, h, block=block) - ref) <= 1e-10 * abs(ref) + 1e-14
+        # the biased V-statistic is a different number at these sizes
+        assert abs(mmd2_direct(x, y, h, unbiased=False) - ref) >= 1e-3
+    # the default bandwidth is the median heuristic on the pooled sample (95 points, 4465 pairs: an
+    # odd count, so the median is one pair's distance)
+    h0 = float(np.median(scipy.spatial.distance.pdist(np.concatenate([x, y]))))
+    assert abs(mmd2_unbiased(x, y) - mmd2_direct(x, y, h0)) <= 1e-10 * abs(mmd2_direct(x, y, h0)) + 1e-14
+
+
+def test_mmd_unbiased_has_the_closed_form_expectation_at_small_n():
+    # E[MMD^2_u] equals the population MMD^2 at every sample size; the V-statistic is biased upward by
+    # (1 - E k(X, X'))/n + (1 - E k(Y, Y'))/m, which at n = m = 20 is about 30 standard errors of
+    # the mean of 1000 replicates: the two are told apart, for P != Q and for P = Q.
+    d, h, n, reps = 3, 1.5, 20, 1000
+    for mu, s2 in ((0.3, 1.2), (0.0, 1.0)):
+        ref = gaussian_mmd2(mu, 1.0, s2, h, d)
+        r = rng(101 + int(10 * mu))
+        vals = np.array([mmd2_unbiased(r.standard_normal((n, d)), mu + s2 * r.standard_normal((n, d)), h)
+                         for _ in range(reps)])
+        se = float(np.std(vals) / math.sqrt(reps))
+        assert abs(float(np.mean(vals)) - ref) <= 4.5 * se
+        ekxx = (h * h / (h * h + 2)) ** (d / 2)
+        ekyy = (h * h / (h * h + 2 * s2 * s2)) ** (d / 2)
+        v_bias = (1 - ekxx) / n + (1 - ekyy) / n
+        assert v_bias >= 15 * se  # the test has the power to reject the biased statistic
+    assert 0.02 <= gaussian_mmd2(0.3, 1.0, 1.2, h, d) <= 0.2
 
 
 def test_mmd_null_mean_zero_symmetric_and_permutation_invariant():
