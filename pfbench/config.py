@@ -123,8 +123,8 @@ class TasksConfig:
 
 
 SCHEMAS = {"data": DataConfig, "model": ModelConfig, "logger": LoggerConfig, "tasks": TasksConfig}
-TOP_LEVEL = {"seed", "device", "threads", "resume", "progress", "plots", "data", "model", "eval", "logger",
-             "tasks", "experiment", "hydra"}
+TOP_LEVEL = {"seed", "device", "threads", "resume", "overwrite", "progress", "plots", "data", "model", "eval",
+             "logger", "tasks", "experiment", "hydra"}
 
 
 def _valid_keys(schema: type, path: list[str]) -> list[str]:
@@ -167,6 +167,13 @@ def validate(cfg: DictConfig) -> DictConfig:
     _check(isinstance(cfg.seed, int) and cfg.seed >= 0, f"seed={cfg.seed} must be an integer >= 0")
     _check(isinstance(cfg.threads, int) and cfg.threads >= 1, f"threads={cfg.threads} must be an integer >= 1")
     _check(cfg.device in ("cpu", "cuda"), f"device='{cfg.device}' must be cpu or cuda")
+    resume, overwrite = cfg.get("resume", False), cfg.get("overwrite", False)
+    _check(resume in (True, False, "auto"), f"resume={resume} must be true, false or auto")
+    resume = str(resume).lower()
+    _check(overwrite in (True, False), f"overwrite={overwrite} must be true or false")
+    _check(not (overwrite and resume in ("true", "auto")),
+           f"resume={resume} and overwrite=true contradict each other: continue the run in the directory "
+           f"(resume) or replace it (overwrite), not both")
     _check(d.latent_dim >= 1, f"data.latent_dim={d.latent_dim} must be >= 1")
     if d.name == "file":
         _check(bool(d.path), "data=file needs data.path=/path/to/samples (.npy/.npz/.csv/.pt)")
