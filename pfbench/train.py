@@ -450,6 +450,25 @@ def main(cfg: DictConfig) -> float:
     return objective(record)
 
 
+def cli(argv: list[str] | None = None) -> None:
+    """``python -m pfbench.train``: Hydra's main, with its composition and output-directory errors
+    (unknown keys, options and groups, unparsable overrides, an unwritable output directory) turned
+    into one ``pfbench: error:`` line and exit code 2 before any work. ``HYDRA_FULL_ERROR=1`` keeps
+    Hydra's own report."""
+    from pfbench.hydra_errors import explain
+
+    argv = sys.argv[1:] if argv is None else argv
+    user_full = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing, so the error is ours to report
+    try:
+        main()
+    except Exception as e:
+        msg = None if user_full else explain(e, argv, task_code=getattr(main, "__wrapped__", main).__code__)
+        if msg is None:
+            raise
+        print(f"pfbench: error: {' '.join(msg.split())}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
-    main()
+    cli()
