@@ -92,6 +92,7 @@ class LoggerConfig:
     entity: str | None = None
     group: str | None = None
     tags: list[str] = field(default_factory=list)
+    init_timeout: float = 30.0  # seconds W&B may take to start online before the run logs offline
 
 
 @dataclass
@@ -222,6 +223,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     _check(cs.n >= 1 and cs.noise_std >= 0 and len(cs.ms) > 0 and min(cs.ms) >= 1,
            f"tasks.compressed_sensing: n={cs.n} >= 1, noise_std={cs.noise_std} >= 0, ms={list(cs.ms)} all >= 1")
     _check(m.generator in ("family", "mlp"), f"model.generator='{m.generator}' must be family or mlp")
+    _check(out.logger.init_timeout > 0, f"logger.init_timeout={out.logger.init_timeout} must be > 0 (seconds)")
     _check(cfg.logger.mode in ("auto", "offline", "online", "disabled"),
            f"logger.mode='{cfg.logger.mode}' must be auto, offline, online or disabled")
     return out

@@ -177,7 +177,7 @@ def _run_locked(cfg: DictConfig, raw: DictConfig, run_dir: Path, mode: str, t_st
     from pfbench.tracking import Tracker
 
     sweep = Path(HydraConfig.get().sweep.dir).name if _is_multirun() else None
-    tracker = Tracker(cfg, run_dir, name=run_dir.name, group=sweep, job_type=m.name)
+    tracker = Tracker(cfg, run_dir, name=run_dir.name, group=sweep, job_type=m.name, resume=state is not None)
     try:
         if failure is not None:
             raise failure
