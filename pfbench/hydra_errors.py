@@ -174,6 +174,9 @@ def explain(e: BaseException, argv: list[str], task_code=None) -> str | None:
         return _unknown_key(e, argv) or _one_line(e)
     if isinstance(e, (HydraException, OmegaConfBaseException)):
         return _one_line(e)
+    if isinstance(e, RuntimeError) and 'Could not detect "srun"' in str(e):
+        return ("hydra/launcher=slurm needs SLURM's srun on PATH (not found here); run the sweep on a SLURM login "
+                "node, or use hydra/launcher=local_pool (or submitit_local) on this machine")
     os_err = _oserror(e)
     in_task = task_code is not None and any(f.f_code is task_code for f, _ in traceback.walk_tb(e.__traceback__))
     if os_err is not None and not in_task:

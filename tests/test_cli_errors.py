@@ -81,6 +81,13 @@ def test_unwritable_output_directory_is_one_line(where, tmp_path, monkeypatch, c
                            "-m), or set PFBENCH_OUTPUT_DIR")
 
 
+def test_unwritable_sweep_directory_is_one_line(monkeypatch, capsys):
+    code, err = _cli(["-m", "+model=wgan", *TINY, "seed=0,1", "hydra.sweep.dir=/proc/pfbench-no/sweep"],
+                     monkeypatch, capsys)
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("pfbench: error: cannot write the sweep directory /proc/pfbench-no")
+
+
 def test_hydra_full_error_keeps_hydras_report(tmp_path, monkeypatch, capsys):
     from hydra.errors import ConfigCompositionException
 
