@@ -261,7 +261,14 @@ def _fit_estimator(cfg: DictConfig, est, data: Data, record: dict, timing: dict,
     record["fit"] = {k: v for k, v in info.items() if not k.endswith("time_s")}
     if hasattr(est, "extra_metrics") and data.truth is not None:
         record["fit"].update(est.extra_metrics(data.truth, data.x_train.numpy()))
-    record["status"] = "completed" if info.get("converged", True) else "not_converged"
+    if "converged" not in info:
+        record["status"] = "not_converged"
+        record["reason"] = f"{type(est).__name__} does not report convergence (no 'converged' in its info_)"
+    elif info["converged"]:
+        record["status"] = "completed"
+    else:
+        record["status"] = "not_converged"
+        record["reason"] = str(info.get("warning") or info.get("convergence") or "the estimator did not converge")
     save_checkpoint(run_dir / "generator.pt", generator_record(est.pushforward_, family_of(cfg.data),
                                                                family_kwargs(cfg.data)))
     return Fitted(est.pushforward_, [], [])
