@@ -120,7 +120,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """
     t_start = time.perf_counter()
     raw = cfg
-    cfg = validate(cfg)
+    cfg = _absolute_paths(validate(cfg))
     from pfbench.metrics.evaluate import resolve_eval_config
 
     resolve_eval_config(cfg.eval, n_test=cfg.data.n_test)  # eval typos / oversized exact W fail now, not after training
@@ -129,6 +129,21 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         remove_stale_temps(run_dir)
         mode = plan(run_dir, effective_resume(cfg.resume), bool(cfg.overwrite))
         return _run_locked(cfg, raw, run_dir, mode, t_start)
+
+
+def _absolute_paths(cfg: DictConfig) -> DictConfig:
+    """data.path and data.instance.path relative to where the command was started, not to the run
+    directory Hydra changes into (hydra.job.chdir); config.yaml then records absolute paths."""
+    try:
+        base = HydraConfig.get().runtime.cwd
+    except ValueError:
+        base = os.getcwd()
+    for key in ("data.path", "data.instance.path"):
+        v = OmegaConf.select(cfg, key)
+        if isinstance(v, str) and v:
+            v = os.path.expanduser(v)
+            OmegaConf.update(cfg, key, v if os.path.isabs(v) else os.path.join(base, v))
+    return cfg
 
 
 def _run_locked(cfg: DictConfig, raw: DictConfig, run_dir: Path, mode: str, t_start: float) -> dict:

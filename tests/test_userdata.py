@@ -116,3 +116,13 @@ def test_end_to_end_on_user_samples(tmp_path):
     m = metrics(tmp_path / "run")["metrics"]
     assert m["param_error"] is None and "no true parameters" in m["param_error_status"].lower()
     assert m["w1"] > 0 and m["w1_floor"] > 0
+
+
+def test_relative_data_path_is_relative_to_where_the_command_ran(tmp_path):
+    # Hydra runs the job inside its run directory (hydra.job.chdir): x.npy must still mean ./x.npy
+    from tests.runner import run_cli
+
+    np.save(tmp_path / "x.npy", _ok(300, 4))
+    p = run_cli(["+model=wgan", "model.generator=mlp", "data=file", "data.path=x.npy", *TINY], "run", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert f"path: {tmp_path / 'x.npy'}" in (tmp_path / "run/config.yaml").read_text()
