@@ -95,10 +95,14 @@ def remove_stale_temps(run_dir: str | Path) -> list[str]:
     return removed
 
 
-def existing_results(run_dir: str | Path) -> list[str]:
-    """The result files and directories present in ``run_dir`` (empty for a fresh directory)."""
+def existing_results(run_dir: str | Path, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The result files and directories present in ``run_dir`` (empty for a fresh directory).
+
+    ``ignore``: names not to count, e.g. ``.hydra`` when Hydra itself wrote it for this very run
+    (a user's ``hydra.output_subdir=.hydra``).
+    """
     run_dir = Path(run_dir)
-    return [name for name in RESULTS if (run_dir / name).exists()]
+    return [name for name in RESULTS if name not in ignore and (run_dir / name).exists()]
 
 
 def clear_results(run_dir: str | Path) -> None:
@@ -120,9 +124,9 @@ def effective_resume(resume: Any) -> bool | str:
     return "auto" if restarted and resume is not True else resume
 
 
-def plan(run_dir: Path, resume: bool | str, overwrite: bool) -> str:
+def plan(run_dir: Path, resume: bool | str, overwrite: bool, ignore: tuple[str, ...] = ()) -> str:
     """``fresh``, ``resume`` (to be verified with :func:`verify_resume`) or ``overwrite``; or refuse."""
-    found = existing_results(run_dir)
+    found = existing_results(run_dir, ignore)
     if not found:
         return "fresh"
     if resume in (True, "auto"):

@@ -127,7 +127,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     check_writable(run_dir)
     with RunLock(run_dir):
         remove_stale_temps(run_dir)
-        mode = plan(run_dir, effective_resume(cfg.resume), bool(cfg.overwrite))
+        mode = plan(run_dir, effective_resume(cfg.resume), bool(cfg.overwrite), _hydra_wrote())
         return _run_locked(cfg, raw, run_dir, mode, t_start)
 
 
@@ -229,6 +229,15 @@ def _start_writing(cfg: DictConfig, raw: DictConfig, run_dir: Path, mode: str) -
         (run_dir / "error.log").unlink(missing_ok=True)  # a resumed run's earlier failure is history
     write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     _write_hydra_record(raw, run_dir)
+
+
+def _hydra_wrote() -> tuple[str, ...]:
+    """(".hydra",) when Hydra wrote this run's record itself before the task (hydra.output_subdir set)."""
+    try:
+        sub = HydraConfig.get().output_subdir
+    except ValueError:
+        return ()
+    return (str(sub),) if sub is not None else ()
 
 
 def _write_hydra_record(raw: DictConfig, run_dir: Path) -> None:
@@ -457,7 +466,7 @@ def main(cfg: DictConfig) -> float:
         if _is_multirun():
             # the sweep's progress and report count the job as failed, but a refused job must not
             # write where another run's results (or another run) already are
-            if not isinstance(e, RunDirError) and not existing_results(run_dir):
+            if not isinstance(e, RunDirError) and not existing_results(run_dir, _hydra_wrote()):
                 write_json(run_dir / "metrics.json", {"status": "failed", "reason": f"config error: {e}"})
             return math.inf
         sys.exit(2)

@@ -191,3 +191,12 @@ def test_resume_and_overwrite_together_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="resume=true and overwrite=true contradict each other"):
         run_inprocess(["+model=wgan", *TINY, "resume=true", "overwrite=true"], tmp_path)
     assert snapshot(tmp_path) == {}
+
+
+def test_hydras_own_record_is_not_a_previous_run(tmp_path):
+    # with hydra.output_subdir=.hydra set by the user, Hydra writes .hydra/ before the run starts
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra/config.yaml").write_text("seed: 0\n")
+    rec = run_inprocess(["+model=wgan", *TINY, "hydra.output_subdir=.hydra"], tmp_path)
+    assert rec["status"] == "completed"
+    assert (tmp_path / ".hydra/config.yaml").read_text() == "seed: 0\n"  # Hydra's file: not rewritten by pfbench
