@@ -92,6 +92,7 @@ class LoggerConfig:
     entity: str | None = None
     group: str | None = None
     tags: list[str] = field(default_factory=list)
+    init_timeout: float = 30.0  # seconds W&B may take to start online before the run logs offline
 
 
 @dataclass
@@ -123,8 +124,8 @@ class TasksConfig:
 
 
 SCHEMAS = {"data": DataConfig, "model": ModelConfig, "logger": LoggerConfig, "tasks": TasksConfig}
-TOP_LEVEL = {"seed", "device", "threads", "resume", "progress", "plots", "data", "model", "eval", "logger",
-             "tasks", "experiment", "hydra"}
+TOP_LEVEL = {"seed", "device", "threads", "resume", "overwrite", "progress", "plots", "data", "model", "eval",
+             "logger", "tasks", "experiment", "hydra"}
 
 
 def _valid_keys(schema: type, path: list[str]) -> list[str]:
@@ -167,6 +168,13 @@ def validate(cfg: DictConfig) -> DictConfig:
     _check(isinstance(cfg.seed, int) and cfg.seed >= 0, f"seed={cfg.seed} must be an integer >= 0")
     _check(isinstance(cfg.threads, int) and cfg.threads >= 1, f"threads={cfg.threads} must be an integer >= 1")
     _check(cfg.device in ("cpu", "cuda"), f"device='{cfg.device}' must be cpu or cuda")
+    resume, overwrite = cfg.get("resume", False), cfg.get("overwrite", False)
+    _check(resume in (True, False, "auto"), f"resume={resume} must be true, false or auto")
+    resume = str(resume).lower()
+    _check(overwrite in (True, False), f"overwrite={overwrite} must be true or false")
+    _check(not (overwrite and resume in ("true", "auto")),
+           f"resume={resume} and overwrite=true contradict each other: continue the run in the directory "
+           f"(resume) or replace it (overwrite), not both")
     _check(d.latent_dim >= 1, f"data.latent_dim={d.latent_dim} must be >= 1")
     if d.name == "file":
         _check(bool(d.path), "data=file needs data.path=/path/to/samples (.npy/.npz/.csv/.pt)")
@@ -215,6 +223,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     _check(cs.n >= 1 and cs.noise_std >= 0 and len(cs.ms) > 0 and min(cs.ms) >= 1,
            f"tasks.compressed_sensing: n={cs.n} >= 1, noise_std={cs.noise_std} >= 0, ms={list(cs.ms)} all >= 1")
     _check(m.generator in ("family", "mlp"), f"model.generator='{m.generator}' must be family or mlp")
+    _check(out.logger.init_timeout > 0, f"logger.init_timeout={out.logger.init_timeout} must be > 0 (seconds)")
     _check(cfg.logger.mode in ("auto", "offline", "online", "disabled"),
            f"logger.mode='{cfg.logger.mode}' must be auto, offline, online or disabled")
     return out

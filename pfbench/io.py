@@ -1,10 +1,19 @@
-"""Atomic result files and safe checkpoints: a killed run leaves the old file or the new one, never half."""
+"""Atomic result files and safe checkpoints: a killed run leaves the old file or the new one, never half.
+
+A write goes to ``.<name>.<8 hex>.tmp`` beside the target, is fsynced and renamed over it. The
+temporary is created with mode 0666 minus the umask (as ``open`` would), so results are readable by
+whoever the umask allows (a group's shared directory, a container volume read by another uid).
+A temporary left by a killed writer matches :data:`TEMP_PATTERN`; :mod:`pfbench.rundir` removes
+those at the start of the next run in that directory.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,10 +22,24 @@ import torch
 
 from pfbench import ConfigError
 
+#: temporaries of :func:`_atomic_write`: ``.<target name>.<8 lowercase hex>.tmp``
+TEMP_PATTERN = re.compile(r"^\.(?P<target>.+)\.[0-9a-f]{8}\.tmp$")
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new, exclusively created temporary beside ``path``; mode 0666 & ~umask (mkstemp would give 0600)."""
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
 
 def _atomic_write(path: Path, write) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -64,7 +87,7 @@ def load_checkpoint(path: str | Path) -> dict:
     except Exception as e:  # truncated, corrupt or foreign file
         raise ConfigError(
             f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-            f"delete it (or set resume=false) to start the run over"
+            f"delete it, or set overwrite=true to start the run over"
         ) from None
 
 

@@ -30,6 +30,16 @@ from pfbench import CONF_DIR, ConfigError
 from pfbench.config import validate
 from pfbench.families import make_instance
 from pfbench.io import check_writable, save_checkpoint, write_json, write_text
+from pfbench.rundir import (
+    RunDirError,
+    RunLock,
+    clear_results,
+    effective_resume,
+    existing_results,
+    plan,
+    remove_stale_temps,
+    verify_resume,
+)
 from pfbench.seeding import numpy_generator, torch_generator
 
 FAMILY_KEYS = ("degree", "rank", "hidden", "bias", "output_relu")
@@ -101,49 +111,96 @@ def generator_record(g, family_name: str | None, kwargs: dict, mlp: dict | None 
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """One (data, method) run inside ``run_dir``; returns the metrics record (also written to disk)."""
+    """One (data, method) run inside ``run_dir``; returns the metrics record (also written to disk).
+
+    Every check comes before the first write: configuration, output directory, the run directory's
+    lock and its previous results (see :mod:`pfbench.rundir`), the data and the true instance, and
+    the resumed checkpoint's fingerprint. A refused run leaves the directory as it found it (bar the
+    lock file and Hydra's empty job log).
+    """
     t_start = time.perf_counter()
-    cfg = validate(cfg)
+    raw = cfg
+    cfg = _absolute_paths(validate(cfg))
     from pfbench.metrics.evaluate import resolve_eval_config
 
     resolve_eval_config(cfg.eval, n_test=cfg.data.n_test)  # eval typos / oversized exact W fail now, not after training
     check_writable(run_dir)
-    if cfg.model.kind == "estimator" and _is_multirun():
+    with RunLock(run_dir):
+        remove_stale_temps(run_dir)
+        mode = plan(run_dir, effective_resume(cfg.resume), bool(cfg.overwrite), _hydra_wrote())
+        return _run_locked(cfg, raw, run_dir, mode, t_start)
+
+
+def _absolute_paths(cfg: DictConfig) -> DictConfig:
+    """data.path and data.instance.path relative to where the command was started, not to the run
+    directory Hydra changes into (hydra.job.chdir); config.yaml then records absolute paths."""
+    try:
+        base = HydraConfig.get().runtime.cwd
+    except ValueError:
+        base = os.getcwd()
+    for key in ("data.path", "data.instance.path"):
+        v = OmegaConf.select(cfg, key)
+        if isinstance(v, str) and v:
+            v = os.path.expanduser(v)
+            OmegaConf.update(cfg, key, v if os.path.isabs(v) else os.path.join(base, v))
+    return cfg
+
+
+def _run_locked(cfg: DictConfig, raw: DictConfig, run_dir: Path, mode: str, t_start: float) -> dict:
+    m, d = cfg.model, cfg.data
+    if m.kind == "estimator" and _is_multirun():
         from pfbench.recovery import ESTIMATORS
 
-        fam = family_of(cfg.data)
-        if (cfg.model.name, fam) not in ESTIMATORS:  # a sweep's product hits it: not an error there
-            rec = {"method": cfg.model.name, "data": cfg.data.name, "seed": cfg.seed, "status": "skipped",
-                   "reason": f"+model={cfg.model.name} does not apply to data={fam}"}
+        fam = family_of(d)
+        if (m.name, fam) not in ESTIMATORS:  # a sweep's product hits it: not an error there
+            rec = {"method": m.name, "data": d.name, "seed": cfg.seed, "status": "skipped",
+                   "reason": f"+model={m.name} does not apply to data={fam}"}
+            _start_writing(cfg, raw, run_dir, mode)
             write_json(run_dir / "metrics.json", rec)
             return rec
     torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda but no CUDA device is visible; use device=cpu")
-    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
 
-    m, d = cfg.model, cfg.data
     record: dict[str, Any] = {
         "method": m.name, "loss": m.loss, "generator": m.generator if m.kind != "estimator" else "estimator",
         "tuned": m.get("tuned"), "data": d.name, "latent_dim": d.latent_dim, "out_dim": d.out_dim,
         "n_train": d.n_train, "n_val": d.n_val, "seed": cfg.seed, "status": "running", "reason": None, "steps": 0,
     }
-    from pfbench.tracking import Tracker
-
-    sweep = Path(HydraConfig.get().sweep.dir).name if _is_multirun() else None
-    tracker = Tracker(cfg, run_dir, name=run_dir.name, group=sweep, job_type=m.name)
     timing: dict[str, float] = {}
+    est = data = state = failure = None
     try:
         # Identifiability and problem-size refusals come from the constructor: before any sampling
         # whenever out_dim is known up front (data=file learns it from the file).
         est = _make_estimator(cfg) if m.kind == "estimator" and d.out_dim is not None else None
         data = make_data(cfg)
+        if m.kind == "estimator" and est is None:
+            est = _make_estimator(cfg)
+    except ConfigError:
+        raise
+    except Exception as e:  # a numerical failure while sampling: recorded below, the sweep goes on
+        if mode == "resume":
+            raise  # the previous run's fingerprint cannot be checked: leave its directory alone
+        failure = e
+    if mode == "resume":
+        state = verify_resume(run_dir, cfg, fingerprint(cfg), fingerprint)
+        if state is None:  # nothing to continue (an estimator, or killed before its first checkpoint)
+            mode = "overwrite"
+    # Every check passed: from here on the run directory is written.
+    _start_writing(cfg, raw, run_dir, mode)
+    from pfbench.tracking import Tracker
+
+    sweep = Path(HydraConfig.get().sweep.dir).name if _is_multirun() else None
+    tracker = Tracker(cfg, run_dir, name=run_dir.name, group=sweep, job_type=m.name, resume=state is not None)
+    try:
+        if failure is not None:
+            raise failure
         record["out_dim"], record["n_train"] = d.out_dim, int(data.x_train.shape[0])
         if m.kind == "estimator":
-            fitted = _fit_estimator(cfg, est or _make_estimator(cfg), data, record, timing, run_dir)
+            fitted = _fit_estimator(cfg, est, data, record, timing, run_dir)
         else:
-            fitted = _train_generator(cfg, data, record, timing, run_dir, device, tracker)
+            fitted = _train_generator(cfg, data, record, timing, run_dir, device, tracker, state)
         _evaluate_all(cfg, fitted, data, record, timing)
         if fitted.history or fitted.evals:
             write_json(run_dir / "history.json", {"train": fitted.history, "eval": fitted.evals})
@@ -154,13 +211,50 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise
     except Exception as e:  # a solver or numerical failure: recorded, the sweep goes on
         record.update(status="failed", reason=f"{type(e).__name__}: {e}".splitlines()[0])
-        (run_dir / "error.log").write_text(traceback.format_exc())
+        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        write_text(run_dir / "error.log", tb)
     timing["wall_time_s"] = time.perf_counter() - t_start
     record["timing"] = timing
     write_json(run_dir / "metrics.json", record)
     tracker.finish({k: v for k, v in record.items() if k != "timing"} | {"timing": timing},
                    exit_code=0 if record["status"] != "failed" else 1)
     return record
+
+
+def _start_writing(cfg: DictConfig, raw: DictConfig, run_dir: Path, mode: str) -> None:
+    """The first writes of a run that passed every check: clear what it replaces, then its config records."""
+    if mode == "overwrite":
+        clear_results(run_dir)
+    else:
+        (run_dir / "error.log").unlink(missing_ok=True)  # a resumed run's earlier failure is history
+    write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+    _write_hydra_record(raw, run_dir)
+
+
+def _hydra_wrote() -> tuple[str, ...]:
+    """(".hydra",) when Hydra wrote this run's record itself before the task (hydra.output_subdir set)."""
+    try:
+        sub = HydraConfig.get().output_subdir
+    except ValueError:
+        return ()
+    return (str(sub),) if sub is not None else ()
+
+
+def _write_hydra_record(raw: DictConfig, run_dir: Path) -> None:
+    """``<run dir>/.hydra/{config,hydra,overrides}.yaml`` as Hydra writes them (it is told not to:
+    ``hydra.output_subdir: null``, so that a refused run cannot rewrite a previous run's record)."""
+    try:
+        hydra_cfg = HydraConfig.instance().cfg
+        if hydra_cfg is None or HydraConfig.get().output_subdir is not None:
+            return  # no Hydra (a direct call), or Hydra wrote its record itself
+    except ValueError:
+        return
+    out = run_dir / ".hydra"
+    out.mkdir(exist_ok=True)
+    task = OmegaConf.masked_copy(raw, [k for k in raw.keys() if k != "hydra"]) if "hydra" in raw else raw
+    write_text(out / "config.yaml", OmegaConf.to_yaml(task))
+    write_text(out / "hydra.yaml", OmegaConf.to_yaml(hydra_cfg))
+    write_text(out / "overrides.yaml", OmegaConf.to_yaml(HydraConfig.get().overrides.task))
 
 
 class Fitted(NamedTuple):
@@ -191,7 +285,14 @@ def _fit_estimator(cfg: DictConfig, est, data: Data, record: dict, timing: dict,
     record["fit"] = {k: v for k, v in info.items() if not k.endswith("time_s")}
     if hasattr(est, "extra_metrics") and data.truth is not None:
         record["fit"].update(est.extra_metrics(data.truth, data.x_train.numpy()))
-    record["status"] = "completed" if info.get("converged", True) else "not_converged"
+    if "converged" not in info:
+        record["status"] = "not_converged"
+        record["reason"] = f"{type(est).__name__} does not report convergence (no 'converged' in its info_)"
+    elif info["converged"]:
+        record["status"] = "completed"
+    else:
+        record["status"] = "not_converged"
+        record["reason"] = str(info.get("warning") or info.get("convergence") or "the estimator did not converge")
     save_checkpoint(run_dir / "generator.pt", generator_record(est.pushforward_, family_of(cfg.data),
                                                                family_kwargs(cfg.data)))
     return Fitted(est.pushforward_, [], [])
@@ -214,8 +315,8 @@ def _param_error_recorder(cfg: DictConfig, truth):
     return record
 
 
-def _train_generator(cfg: DictConfig, data: Data, record: dict, timing: dict, run_dir: Path, device, tracker
-                     ) -> Fitted:
+def _train_generator(cfg: DictConfig, data: Data, record: dict, timing: dict, run_dir: Path, device, tracker,
+                     state: dict | None = None) -> Fitted:
     from pfbench.models import build_trainer
     from pfbench.selection import Monitor, ValidationStatistics
     from pfbench.training import train
@@ -235,8 +336,8 @@ def _train_generator(cfg: DictConfig, data: Data, record: dict, timing: dict, ru
                 seed_rng=torch_generator(cfg.seed, "batches", device=device),
                 log_every=t.log_every, checkpoint_every=t.checkpoint_every,
                 checkpoint_path=run_dir / "checkpoint.pt", fingerprint=fingerprint(cfg),
-                resume=cfg.resume, progress=cfg.progress, desc=f"{m.name}/{d.name}", on_log=tracker.log,
-                monitor=monitor, on_eval=tracker.log_eval)
+                resume=state is not None, state=state, progress=cfg.progress, desc=f"{m.name}/{d.name}",
+                on_log=tracker.log, monitor=monitor, on_eval=tracker.log_eval)
     model = trainer.generator.cpu()
     timing["train_time_s"] = res.train_time_s
     if monitor is not None:
@@ -363,7 +464,10 @@ def main(cfg: DictConfig) -> float:
     except ConfigError as e:
         print(f"pfbench: error: {e}", file=sys.stderr)
         if _is_multirun():
-            write_json(run_dir / "metrics.json", {"status": "failed", "reason": f"config error: {e}"})
+            # the sweep's progress and report count the job as failed, but a refused job must not
+            # write where another run's results (or another run) already are
+            if not isinstance(e, RunDirError) and not existing_results(run_dir, _hydra_wrote()):
+                write_json(run_dir / "metrics.json", {"status": "failed", "reason": f"config error: {e}"})
             return math.inf
         sys.exit(2)
     status = record["status"]
@@ -377,6 +481,25 @@ def main(cfg: DictConfig) -> float:
     return objective(record)
 
 
+def cli(argv: list[str] | None = None) -> None:
+    """``python -m pfbench.train``: Hydra's main, with its composition and output-directory errors
+    (unknown keys, options and groups, unparsable overrides, an unwritable output directory) turned
+    into one ``pfbench: error:`` line and exit code 2 before any work. ``HYDRA_FULL_ERROR=1`` keeps
+    Hydra's own report."""
+    from pfbench.hydra_errors import explain
+
+    argv = sys.argv[1:] if argv is None else argv
+    user_full = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing, so the error is ours to report
+    try:
+        main()
+    except Exception as e:
+        msg = None if user_full else explain(e, argv, task_code=getattr(main, "__wrapped__", main).__code__)
+        if msg is None:
+            raise
+        print(f"pfbench: error: {' '.join(msg.split())}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
-    main()
+    cli()

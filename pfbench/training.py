@@ -1,9 +1,10 @@
 """The training loop shared by every learned generator: progress, checkpoints, resume, divergence.
 
 Exact resume: a checkpoint holds module and optimizer states, the batch generator's RNG state,
-the step and the loss history. Training draws every batch and latent from that one generator, so
-a run resumed from step s replays steps s+1.. exactly as an uninterrupted run would (same seed,
-same thread count).
+the step, the loss history and the losses summed since the last history record (a checkpoint
+between two records). Training draws every batch and latent from that one generator, so a run
+resumed from step s replays steps s+1.. exactly as an uninterrupted run would (same seed, same
+thread count): the same parameters and the same history.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class TrainResult:
 
 
 def _state(trainer, rng: torch.Generator, step: int, history: list, fingerprint: str, monitor=None,
-           elapsed_s: float = 0.0) -> dict:
+           elapsed_s: float = 0.0, pending: tuple[dict, int] = ({}, 0)) -> dict:
+    sums, count = pending
     return {
         "step": step,
         "fingerprint": fingerprint,
@@ -44,6 +46,9 @@ def _state(trainer, rng: torch.Generator, step: int, history: list, fingerprint:
         "history": history,
         "monitor": None if monitor is None else monitor.state_dict(),
         "elapsed_s": elapsed_s,
+        # losses summed since the last history record: the next record averages over all of them
+        "pending_losses": {k: v.detach().cpu() for k, v in sums.items()},
+        "pending_count": count,
     }
 
 
@@ -51,7 +56,7 @@ def _restore(trainer, rng: torch.Generator, state: dict, path: Path, fingerprint
     if state.get("fingerprint") != fingerprint:
         raise ConfigError(
             f"checkpoint {path} was written by a different configuration (data, model or seed changed); "
-            f"resume with the original overrides, or delete it to start over"
+            f"resume with the original overrides, or set overwrite=true to start over"
         )
     try:
         for k, m in trainer.modules().items():
@@ -60,7 +65,8 @@ def _restore(trainer, rng: torch.Generator, state: dict, path: Path, fingerprint
             o.load_state_dict(state["optimizers"][k])
         rng.set_state(state["rng"])
     except (KeyError, RuntimeError, ValueError) as e:
-        raise ConfigError(f"checkpoint {path} does not match this model ({e}); delete it to start over") from None
+        raise ConfigError(f"checkpoint {path} does not match this model ({e}); set overwrite=true to start "
+                          f"over") from None
 
 
 def _non_finite(trainer) -> str | None:
@@ -74,7 +80,8 @@ def _non_finite(trainer) -> str | None:
 def train(trainer, x_train: torch.Tensor, *, steps: int, seed_rng: torch.Generator, log_every: int,
           checkpoint_every: int, checkpoint_path: str | Path, fingerprint: str, resume: bool = False,
           progress: bool = True, desc: str = "train", on_log: Callable[[int, dict], None] | None = None,
-          monitor=None, on_eval: Callable[[int, dict], None] | None = None) -> TrainResult:
+          monitor=None, on_eval: Callable[[int, dict], None] | None = None, state: dict | None = None
+          ) -> TrainResult:
     """Run ``steps`` trainer steps on ``x_train`` with checkpoints every ``checkpoint_every``.
 
     A non-finite loss (checked every step) or parameter (checked every ``log_every`` steps) ends
@@ -82,31 +89,34 @@ def train(trainer, x_train: torch.Tensor, *, steps: int, seed_rng: torch.Generat
     ``monitor`` (:class:`pfbench.selection.Monitor`) updates its EMA after every step, evaluates
     when due (its records carry ``elapsed_s``: training time so far, evaluations excluded) and may
     stop the run early; its state is part of the checkpoint, so a resumed run selects exactly as an
-    uninterrupted one.
+    uninterrupted one. ``state``: the checkpoint already loaded (and its fingerprint checked) by the
+    caller, to resume from instead of reading ``checkpoint_path`` again.
     """
     path = Path(checkpoint_path)
     rng = seed_rng
     history: list[dict] = []
     start = 0
     resumed_from = None
-    if path.exists():
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    if state is not None or path.exists():
         if not resume:
             raise ConfigError(
                 f"{path} already exists; set resume=true to continue that run, or use a new hydra.run.dir"
             )
-        state = load_checkpoint(path)
+        state = load_checkpoint(path) if state is None else state
         _restore(trainer, rng, state, path, fingerprint)
         start, history = int(state["step"]), list(state["history"])
         resumed_from = start
         if monitor is not None:
             monitor.load_state_dict(state.get("monitor") or {})
         elapsed0 = float(state.get("elapsed_s") or 0.0)
+        sums = {k: v.to(x_train.device) for k, v in (state.get("pending_losses") or {}).items()}
+        count = int(state.get("pending_count") or 0)
     else:
         elapsed0 = 0.0
 
     t0 = time.perf_counter()
-    sums: dict[str, torch.Tensor] = {}
-    count = 0
     bar = tqdm(total=steps, initial=start, desc=desc, disable=not progress, file=sys.stderr,
                dynamic_ncols=True, mininterval=0.5, unit="step")
     result = TrainResult("completed", start, history, resumed_from=resumed_from)
@@ -143,7 +153,8 @@ def train(trainer, x_train: torch.Tensor, *, steps: int, seed_rng: torch.Generat
                     on_eval(step, rec)
             if step % checkpoint_every == 0 or step == steps or stop:
                 elapsed = elapsed0 + time.perf_counter() - t0 - (monitor.eval_time_s if monitor else 0.0)
-                save_checkpoint(path, _state(trainer, rng, step, history, fingerprint, monitor, elapsed))
+                save_checkpoint(path, _state(trainer, rng, step, history, fingerprint, monitor, elapsed,
+                                             (sums, count)))
             bar.update(1)
             result.steps = step
             if stop:

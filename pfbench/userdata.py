@@ -15,6 +15,8 @@ import torch
 from pfbench import ConfigError
 
 SUFFIXES = (".npy", ".npz", ".csv", ".pt", ".pth")
+#: the largest magnitude a sample may have: generators and critics train in float32
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _pick(arrays: dict, key: str | None, path: Path) -> object:
@@ -28,8 +30,15 @@ def _pick(arrays: dict, key: str | None, path: Path) -> object:
 
 
 def _read_csv(path: Path) -> np.ndarray:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        lines = [ln for ln in f.read().splitlines() if ln.strip()]
+    raw = path.read_bytes()
+    try:
+        if b"\x00" in raw[:1 << 16]:
+            raise UnicodeDecodeError("utf-8", raw[:1], 0, 1, "NUL byte")
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text CSV file (binary content); save the samples as .npy, or give "
+                          f"the file its real extension") from None
+    lines = [ln for ln in text.splitlines() if ln.strip()]
     if not lines:
         raise ConfigError(f"{path} is empty: no rows; provide an n x d sample matrix")
     delim = "," if "," in lines[0] else None
@@ -44,8 +53,8 @@ def _read_csv(path: Path) -> np.ndarray:
         try:
             rows.append([float(v) for v in parts])
         except ValueError:
-            bad = next(v for v in parts if not _is_number(v))
-            raise ConfigError(f"{path}: non-numeric value '{bad.strip()[:30]}' on line {i}; "
+            bad = ascii(next(v for v in parts if not _is_number(v)).strip()[:30])[1:-1]
+            raise ConfigError(f"{path}: non-numeric value '{bad}' on line {i}; "
                               f"the file must hold numbers only (one optional header line)") from None
         if len(rows[-1]) != len(rows[0]):
             raise ConfigError(f"{path}: line {i} has {len(rows[-1])} columns, line {start + 1} has {len(rows[0])}")
@@ -65,6 +74,8 @@ def _is_number(v: str) -> bool:
 def load_samples(path: str | Path, key: str | None = None) -> np.ndarray:
     """Read the sample matrix (numpy array or read-only memmap), with its shape and values checked."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"data.path={path} is a directory; set data.path to the .npy/.npz/.csv/.pt file in it")
     if not path.is_file():
         raise ConfigError(f"data file {path} does not exist; set data.path to an .npy/.npz/.csv/.pt file")
     if path.stat().st_size == 0:
@@ -96,7 +107,11 @@ def load_samples(path: str | Path, key: str | None = None) -> np.ndarray:
 
 
 def check_samples(x: np.ndarray, path: Path | str, chunk: int = 1 << 20) -> np.ndarray:
-    """Shape, dtype and finiteness checks; scans a memmap in chunks so memory stays bounded."""
+    """Shape, dtype, finiteness and float32-range checks; scans a memmap in chunks so memory stays bounded.
+
+    A value beyond float32's range (|x| > 3.4e38) is refused here: the learned generators train in
+    float32, where it would become inf and surface later as a divergence of the model.
+    """
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise ConfigError(f"{path}: values of type {x.dtype} are not real numbers; save a float array")
     if x.ndim != 2:
@@ -105,7 +120,9 @@ def check_samples(x: np.ndarray, path: Path | str, chunk: int = 1 << 20) -> np.n
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ConfigError(f"{path} is empty: shape {tuple(x.shape)}; provide at least one row and column")
     bad_rows: list[int] = []
-    count = 0
+    big_rows: list[int] = []
+    count = big = 0
+    biggest = 0.0
     for s in range(0, x.shape[0], chunk):
         block = np.asarray(x[s:s + chunk])
         ok = np.isfinite(block)
@@ -113,9 +130,20 @@ def check_samples(x: np.ndarray, path: Path | str, chunk: int = 1 << 20) -> np.n
             count += int((~ok).sum())
             if len(bad_rows) < 5:
                 bad_rows += (np.nonzero(~ok.all(1))[0][: 5 - len(bad_rows)] + s).tolist()
+        if np.issubdtype(block.dtype, np.floating) and np.finfo(block.dtype).max <= FLOAT32_MAX:
+            continue  # float16/float32 data cannot exceed the range
+        over = ok & (np.abs(np.where(ok, block, 0)) > FLOAT32_MAX)
+        if over.any():
+            big += int(over.sum())
+            biggest = max(biggest, float(np.abs(block[over]).max()))
+            if len(big_rows) < 5:
+                big_rows += (np.nonzero(over.any(1))[0][: 5 - len(big_rows)] + s).tolist()
     if count:
         raise ConfigError(f"{path}: {count} non-finite value(s) (NaN/inf), first in rows {bad_rows}; "
                           f"remove or impute them")
+    if big:
+        raise ConfigError(f"{path}: {big} value(s) beyond the float32 range (largest |x| = {biggest:.3g} > "
+                          f"{FLOAT32_MAX:.3g}), first in rows {big_rows}; rescale the samples (e.g. standardize them)")
     return x
 
 
@@ -136,6 +164,10 @@ def split_samples(x: np.ndarray, *, n_test: int, n_train: int | None, min_train:
         raise ConfigError(f"{path}: {n} samples, but the run needs at least {need} (data.n_test={n_test} "
                           f"+ data.n_val={n_val} held out + {min_train} to fit); "
                           f"lower data.n_test/n_val or add samples")
+    if n_train is not None and n_train > n - n_test - n_val:
+        raise ConfigError(f"{path}: data.n_train={n_train}, but the file has {n} rows and {n_test + n_val} are held "
+                          f"out (data.n_test={n_test} + data.n_val={n_val}), leaving {n - n_test - n_val}; lower "
+                          f"data.n_train (or set data.n_train=null to train on all {n - n_test - n_val})")
     perm = generator.permutation(n)
     test_idx = np.sort(perm[:n_test])
     val_idx = np.sort(perm[n_test:n_test + n_val])

@@ -153,7 +153,7 @@ def test_killed_then_resumed_equals_uninterrupted(tmp_path):
 def test_existing_checkpoint_without_resume_is_refused(tmp_path):
     ov = ["+model=wgan", *TINY]
     run_inprocess(ov, tmp_path)
-    with pytest.raises(ConfigError, match="already exists; set resume=true"):
+    with pytest.raises(ConfigError, match=r"already holds a run \(.*checkpoint.pt.*\); set resume=true"):
         run_inprocess(ov, tmp_path)
 
 

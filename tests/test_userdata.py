@@ -37,6 +37,15 @@ CASES = {
                       r"holds 2 arrays \['a', 'b'\]; choose one with data.key=NAME"),
     "strings_npy": (lambda p: np.save(p.with_suffix(".npy"), np.array([["a", "b"]])), "are not real numbers"),
     "pt_not_tensor": (lambda p: torch.save({"x": [1, 2]}, p.with_suffix(".pt")), "expected a tensor"),
+    "beyond_float32": (lambda p: np.save(p.with_suffix(".npy"), np.where(np.arange(1200).reshape(300, 4) == 9,
+                                                                         -1e39, _ok())),
+                       r"1 value\(s\) beyond the float32 range \(largest \|x\| = 1e\+39 > 3.4e\+38\), first in "
+                       r"rows \[2\]; rescale the samples"),
+    "binary_csv": (lambda p: p.with_suffix(".csv").write_bytes(np.arange(64, dtype=np.float64).tobytes()),
+                   r"is not a text CSV file \(binary content\); save the samples as .npy"),
+    "latin1_csv": (lambda p: p.with_suffix(".csv").write_bytes(b"a,b\n1,caf\xe9\n"),
+                   r"is not a text CSV file \(binary content\)"),
+    "directory": (lambda p: p.with_suffix(".npy").mkdir(), r"data.path=.* is a directory; set data.path to the"),
 }
 
 
@@ -50,6 +59,18 @@ def test_bad_file_is_one_clear_line(case, tmp_path):
     with pytest.raises(ConfigError, match=message) as e:
         load_samples(path)
     assert str(path) in str(e.value) and "\n" not in str(e.value)
+    assert str(e.value).isascii() and str(e.value).isprintable()  # never the file's raw bytes
+
+
+def test_n_train_beyond_the_file_is_refused(tmp_path):
+    np.save(tmp_path / "x.npy", _ok(300, 4))
+    ov = ["+model=wgan", "model.generator=mlp", "data=file", f"data.path={tmp_path / 'x.npy'}", *TINY]
+    with pytest.raises(ConfigError, match=r"data.n_train=1000, but the file has 300 rows and 64 are held out "
+                                          r"\(data.n_test=64 \+ data.n_val=0\), leaving 236; lower data.n_train "
+                                          r"\(or set data.n_train=null to train on all 236\)"):
+        run_inprocess([*ov, "data.n_train=1000"], tmp_path / "run")
+    assert not any((tmp_path / "run").iterdir()) or {p.name for p in (tmp_path / "run").iterdir()} == {".pfbench.lock"}
+    assert run_inprocess([*ov, "data.n_train=236"], tmp_path / "ok")["n_train"] == 236
 
 
 def test_wrong_d_and_too_few_samples_fail_before_training(tmp_path):
@@ -95,3 +116,13 @@ def test_end_to_end_on_user_samples(tmp_path):
     m = metrics(tmp_path / "run")["metrics"]
     assert m["param_error"] is None and "no true parameters" in m["param_error_status"].lower()
     assert m["w1"] > 0 and m["w1_floor"] > 0
+
+
+def test_relative_data_path_is_relative_to_where_the_command_ran(tmp_path):
+    # Hydra runs the job inside its run directory (hydra.job.chdir): x.npy must still mean ./x.npy
+    from tests.runner import run_cli
+
+    np.save(tmp_path / "x.npy", _ok(300, 4))
+    p = run_cli(["+model=wgan", "model.generator=mlp", "data=file", "data.path=x.npy", *TINY], "run", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert f"path: {tmp_path / 'x.npy'}" in (tmp_path / "run/config.yaml").read_text()

@@ -73,16 +73,34 @@ class Pushforward(nn.Module):
 
 
 def load_param_file(path: str | Path) -> dict[str, np.ndarray]:
-    """Read named parameters from ``.npz`` or ``.pt`` (a dict of tensors), never executing code."""
+    """Read named parameters from ``.npz`` or ``.pt`` (a dict of tensors), never executing code.
+
+    Every problem (missing, a directory, unreadable, pickled objects, not a dict of numeric arrays) is
+    a one-line :class:`pfbench.ConfigError` naming the file: a bad input, not a failed run.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"data.instance.path={path} is a directory; point it at the .npz/.pt parameter file")
     if not path.is_file():
         raise ConfigError(f"instance parameter file {path} does not exist; set data.instance.path")
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
-    if path.suffix in {".pt", ".pth"}:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(obj, dict):
-            raise ConfigError(f"{path}: expected a dict of named tensors, got {type(obj).__name__}")
-        return {k: (v.numpy() if torch.is_tensor(v) else np.asarray(v)) for k, v in obj.items()}
-    raise ConfigError(f"{path}: unsupported parameter file type '{path.suffix}'; use .npz or .pt")
+    if path.suffix not in {".npz", ".pt", ".pth"}:
+        raise ConfigError(f"{path}: unsupported parameter file type '{path.suffix}'; use .npz or .pt")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as f:
+                out = {k: f[k] for k in f.files}
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(obj, dict):
+                raise ConfigError(f"{path}: expected a dict of named tensors, got {type(obj).__name__}")
+            out = {str(k): (v.numpy() if torch.is_tensor(v) else np.asarray(v)) for k, v in obj.items()}
+    except ConfigError:
+        raise
+    except Exception as e:  # truncated, foreign, or a pickle that would run code (weights_only refuses it)
+        raise ConfigError(f"instance parameter file {path} is unreadable as {path.suffix} ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:100] if str(e) else ''}); save the parameters with "
+                          f"numpy.savez or torch.save of a dict of tensors") from None
+    for k, v in out.items():
+        if not (np.issubdtype(v.dtype, np.number) or v.dtype == bool) or np.issubdtype(v.dtype, np.complexfloating):
+            raise ConfigError(f"{path}: parameter '{k}' holds {v.dtype} values, not real numbers")
+    return out
