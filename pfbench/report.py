@@ -1184,8 +1184,12 @@ def log_wandb_table(root: Path, out: Path, mode: str = "offline") -> None:
         rows = list(csv.reader(f))
     if len(rows) < 2:
         return
+    # one W&B run per sweep directory: re-running the report updates it instead of adding another
+    import hashlib
+
+    run_id = "report-" + hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:12]
     run = wandb.init(project="pfbench", group=Path(root).name, job_type="report", name=f"report-{Path(root).name}",
-                     dir=str(out), mode=resolve_mode(mode), reinit="finish_previous",
+                     id=run_id, resume="allow", dir=str(out), mode=resolve_mode(mode), reinit="finish_previous",
                      settings=wandb.Settings(console="off", silent=True, x_disable_stats=True))
     run.log({"results": wandb.Table(columns=rows[0], data=rows[1:])})
     for png in out.glob("*.png"):

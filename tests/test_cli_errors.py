@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from pfbench import CONF_DIR
 from tests.runner import TINY, run_cli
 
 
@@ -20,7 +21,8 @@ def _cli(argv: list[str], monkeypatch, capsys) -> tuple[int, list[str]]:
     return e.value.code, [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
 
 
-MODELS = "jsgan, jsgan_minimax, moments, relu_moments, sos, vae, wgan, wgan_gp"
+# every option of the group, as the files in conf/model/ name them (tuned configs included)
+MODELS = ", ".join(sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")))
 CASES = {
     "readme_typo": (["+model=wgan", "data.n_tarin=5"],
                     "unknown config key 'data.n_tarin' (did you mean data.n_train?); valid keys under data: "

@@ -143,3 +143,15 @@ def test_report_on_synthetic_sweep_with_failures(tmp_path):
 def test_count_jobs_lets_command_line_replace_sweeper_params():
     assert count_jobs(["+model=a,b,c", "data=x,y", "seed=range(0,5)", "+model=a,b"]) == 20
     assert count_jobs(["seed=1"]) == 1
+
+
+def test_rerunning_the_report_reuses_its_wandb_run(tmp_path):
+    from pfbench.report import main as report_main
+
+    _fake_run(tmp_path, "0_wgan", pe=0.3, w1=1.0)
+    _fake_run(tmp_path, "1_wgan", pe=0.2, w1=0.8, seed=1)
+    for _ in range(2):
+        assert report_main([str(tmp_path), "--wandb", "offline", "--no-figures"]) == 0
+    runs = sorted((tmp_path / "report" / "wandb").glob("offline-run-*"))
+    ids = {r.name.rsplit("-", 1)[-1] for r in runs}
+    assert len(runs) == 2 and len(ids) == 1  # two offline records of one W&B run, synced into one
