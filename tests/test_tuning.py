@@ -95,13 +95,14 @@ def test_two_trial_search_then_tuned_model(tmp_path, method):
     assert res["best_value"] == pytest.approx(min(objectives), rel=1e-12)
 
     conf = tmp_path / "conf"
-    out = _apply_tuning().apply(sweep, conf / "model" / f"{method}_tuned.yaml")
+    # a name of its own: conf/model/<method>_tuned.yaml (the committed tuning) would shadow a searchpath copy
+    out = _apply_tuning().apply(sweep, conf / "model" / f"{method}_tuned_ci.yaml")
     tuned = yaml.safe_load(out.read_text())
     assert tuned["defaults"] == [method, "_self_"]
     assert tuned["tuned"].startswith(f"hparams_search={method} ") and "2 trials" in tuned["tuned"]
 
     run_dir = tmp_path / "tuned_run"
-    p = run_cli([f"+model={method}_tuned", f"hydra.searchpath=[file://{conf}]", "seed=0", *TINY], run_dir)
+    p = run_cli([f"+model={method}_tuned_ci", f"hydra.searchpath=[file://{conf}]", "seed=0", *TINY], run_dir)
     assert p.returncode == 0, p.stderr[-3000:]
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert cfg["model"]["name"] == method and cfg["model"]["tuned"] == tuned["tuned"]
