@@ -20,6 +20,7 @@ from pfbench.metrics.gauge import (
     quadratic_gauge_error,
     relu_gauge_error,
 )
+from tests.references import brute_force_gauge_error_r2
 
 
 def haar(r: int, rng: np.random.Generator) -> np.ndarray:
@@ -80,18 +81,7 @@ def test_quadratic_matches_brute_force_for_r2():
     rng = np.random.default_rng(5)
     q, qh = rand_sym(7, 2, rng), rand_sym(7, 2, rng)
 
-    def err(theta: float, refl: bool) -> float:
-        c, s = math.cos(theta), math.sin(theta)
-        u = np.array([[c, -s], [s, c]]) @ (np.diag([1.0, -1.0]) if refl else np.eye(2))
-        return float(np.linalg.norm(u @ q @ u.T - qh) / np.linalg.norm(q))
-
-    ref = math.inf
-    for refl in (False, True):
-        grid = np.linspace(0, 2 * math.pi, 2001)
-        t0 = grid[np.argmin([err(t, refl) for t in grid])]
-        res = scipy.optimize.minimize_scalar(lambda t, refl=refl: err(t, refl),
-                                             bracket=(t0 - 0.01, t0, t0 + 0.01), tol=1e-12)
-        ref = min(ref, float(res.fun))
+    ref = brute_force_gauge_error_r2(q, qh)
     got = quadratic_gauge_error(q, qh)
     assert abs(got - ref) <= 1e-7
     assert 0.3 <= ref <= 2.0  # unrelated maps: a clearly non-zero reference

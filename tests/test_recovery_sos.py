@@ -16,6 +16,7 @@ from pfbench.recovery._quad_core import population_summary
 from pfbench.recovery.moments import MomentSummary
 from pfbench.recovery.sos import SoSQuadraticEstimator, _monomials, sos_size
 from pfbench.seeding import torch_generator
+from tests.references import brute_force_gauge_error_r2
 from tests.runner import metrics, run_inprocess
 
 
@@ -108,23 +109,7 @@ def _sample_moments(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mu, xc.T @ xc / len(X), np.einsum("ni,nj,nk->ijk", xc, xc, xc) / len(X)
 
 
-def _gauge_error_r2(q: np.ndarray, qh: np.ndarray) -> float:
-    """Gauge-aligned error for r = 2 by brute force over O(2) (angle grid, then a 1-D polish)."""
-    import scipy.optimize
-
-    def err(theta: float, refl: bool) -> float:
-        c, s = math.cos(theta), math.sin(theta)
-        u = np.array([[c, -s], [s, c]]) @ (np.diag([1.0, -1.0]) if refl else np.eye(2))
-        return float(np.linalg.norm(u @ q @ u.T - qh) / np.linalg.norm(q))
-
-    best = math.inf
-    for refl in (False, True):
-        grid = np.linspace(0, 2 * math.pi, 2001)
-        t0 = grid[np.argmin([err(t, refl) for t in grid])]
-        res = scipy.optimize.minimize_scalar(lambda t, refl=refl: err(t, refl),
-                                             bracket=(t0 - 0.01, t0, t0 + 0.01), tol=1e-12)
-        best = min(best, float(res.fun))
-    return best
+_gauge_error_r2 = brute_force_gauge_error_r2
 
 
 def _program_objective_at(qp: np.ndarray, mean: np.ndarray, cov: np.ndarray, third: np.ndarray) -> float:
