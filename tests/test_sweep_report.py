@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import math
 import os
 import subprocess
@@ -153,5 +154,6 @@ def test_rerunning_the_report_reuses_its_wandb_run(tmp_path):
     for _ in range(2):
         assert report_main([str(tmp_path), "--wandb", "offline", "--no-figures"]) == 0
     runs = sorted((tmp_path / "report" / "wandb").glob("offline-run-*"))
-    ids = {r.name.rsplit("-", 1)[-1] for r in runs}
+    # directory names are offline-run-<time>-<run id>[-k] (W&B adds -k when two share a second)
+    ids = {m.group(0) for r in runs for m in [re.search(r"report-[0-9a-f]{12}", r.name)] if m}
     assert len(runs) == 2 and len(ids) == 1  # two offline records of one W&B run, synced into one
