@@ -175,7 +175,7 @@ def test_parameter_error_on_pushforward_params():
     v = torch.from_numpy(haar(4, np.random.default_rng(7)))
     est.set_params({"Q": v @ truth.params()["Q"] @ v.T})
     out = parameter_error("quadratic", truth.params(), est.params())
-    assert set(out) == {"param_error"}
+    assert set(out) == {"param_error", "param_error_starts", "param_error_starts_at_best", "param_error_search"}
     assert 0.0 <= out["param_error"] <= 1e-8
     with pytest.raises(ConfigError, match="unknown|no parameter error"):
         parameter_error("gaussian", truth.params(), est.params())
@@ -371,3 +371,25 @@ def test_deep_relu_unrelated_nets_and_architecture_check():
     c = build_family("relu_deep", 4, 10, hidden=[9], dtype=torch.float64)
     with pytest.raises(ConfigError, match="architectures"):
         parameter_error("relu_deep", a.params(), c.params())
+
+
+@pytest.mark.parametrize("restarts", [1, 5])
+def test_quadratic_parameter_error_says_how_many_starts_reached_it(restarts):
+    from pfbench.families import make_instance
+    from pfbench.metrics.gauge import parameter_error
+    from pfbench.seeding import torch_generator
+
+    truth = make_instance("quadratic", 4, 12, generator=torch_generator(0, "instance")).params()
+    rng = np.random.default_rng(3)
+    v = np.linalg.qr(rng.standard_normal((4, 4)))[0]
+    rotated = {"Q": torch.from_numpy(np.einsum("ij,ajk,lk->ail", v, truth["Q"].numpy(), v))}
+    out = parameter_error("quadratic", truth, rotated, restarts=restarts, seed=0)
+    # an exact gauge copy: the eigenbasis starts land on V itself, so every screened start reaches 0
+    assert out["param_error"] <= 1e-9
+    assert out["param_error_starts"] == restarts + 1 and out["param_error_starts_at_best"] >= restarts
+    other = make_instance("quadratic", 4, 12, generator=torch_generator(1, "instance")).params()
+    out = parameter_error("quadratic", truth, other, restarts=restarts, seed=0)
+    k, n = out["param_error_starts_at_best"], out["param_error_starts"]
+    assert 1 <= k <= n == restarts + 1
+    assert f"reached by {k} of {n} refined starts" in out["param_error_search"]
+    assert out["param_error_search"].startswith("upper bound on the minimum over O(r)")
