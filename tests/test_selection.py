@@ -199,3 +199,16 @@ def test_estimators_report_the_validation_statistic_as_objective(tmp_path):
     assert rec["objective"] == rec["validation"]["val_moments"] and 0 < rec["objective"] < 1
     assert objective(rec) == rec["objective"]
     assert objective({"status": "diverged", "objective": 0.1}) == float("inf")
+
+
+def test_user_data_selects_on_rows_carved_from_the_file(tmp_path):
+    x = np.random.default_rng(0).normal(size=(400, 4))
+    np.save(tmp_path / "x.npy", x)
+    ov = ["+model=wgan", "model.generator=mlp", "data=file", f"data.path={tmp_path / 'x.npy'}", "data.latent_dim=2",
+          *TINY, "data.n_train=null", "data.n_val=100", "model.train.steps=6", "model.train.eval_every=2"]
+    rec = run_inprocess(ov, tmp_path / "run")
+    assert rec["status"] == "completed" and rec["n_train"] == 400 - 64 - 100
+    hist = json.loads((tmp_path / "run" / "history.json").read_text())["eval"]
+    assert [h["step"] for h in hist] == [2, 4, 6]
+    assert all("param_error" not in h for h in hist)  # no truth: nothing for the record, selection still runs
+    assert rec["selection"]["step"] in (2, 4, 6) and rec["selection"]["rank_corr_with_param_error"]["val_sw"] is None
