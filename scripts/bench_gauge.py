@@ -16,6 +16,9 @@ Measured (2 cores, loaded by a sweep). ``--quick``, r=5, d=20, 8 pairs per noise
 previous time, fast 0 / 0 / 0 / 4 (worst 1.55x: ``eval=fast``'s number is an upper bound). An earlier
 full run with other noise draws (20 pairs): r=5, d=20, noise 0.5 / 0.7: previous 4 / 4, default 0 / 0;
 r=8, d=40, noise 0.7: previous 2, default 2 (worst 1.45x), fast 6: larger r needs more starts.
+A further 10 pairs per level (this script's ``pair``, reference 100 + 60 starts): r=8, d=40 and r=10,
+d=60 at noise 0.5 / 0.7: the default 0 overstated in all four, at 0.19-0.31 s per pair; 10 starts,
+40x screening or 20 starts changed nothing and cost 1.6-4x.
 """
 
 from __future__ import annotations
