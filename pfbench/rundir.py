@@ -16,6 +16,8 @@ second run started into the same directory is refused instead of racing the firs
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
 import shutil
 import sys
@@ -137,7 +139,8 @@ def plan(run_dir: Path, resume: bool | str, overwrite: bool, ignore: tuple[str, 
                       f"continue it, overwrite=true to replace it, or choose a new hydra.run.dir")
 
 
-def _comparable(cfg: Any) -> dict:
+def fingerprint_fields(cfg: Any) -> dict:
+    """What a run must agree on to be resumed: data, model (bar the step budget), seed and threads."""
     c = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     model = dict(c.get("model") or {})
     if isinstance(model.get("train"), dict):
@@ -145,24 +148,22 @@ def _comparable(cfg: Any) -> dict:
     return {"data": c.get("data"), "model": model, "seed": c.get("seed"), "threads": c.get("threads")}
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix.rstrip("."): d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}."))
-    return out
+def fingerprint(cfg: Any) -> str:
+    """A short hash of :func:`fingerprint_fields`, stored in every checkpoint."""
+    return hashlib.sha256(json.dumps(fingerprint_fields(cfg), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def config_difference(old: Any, new: Any, limit: int = 3) -> str:
     """'seed: 0 -> 1, data.n_train: 100 -> 200' for the keys a fingerprint covers."""
-    a, b = _flat(_comparable(old)), _flat(_comparable(new))
+    from pfbench.tracking import flatten  # tracking imports this module (the W&B run-id file)
+
+    a, b = flatten(fingerprint_fields(old)), flatten(fingerprint_fields(new))
     diff = [f"{k}: {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     more = f" and {len(diff) - limit} more" if len(diff) > limit else ""
     return ", ".join(diff[:limit]) + more
 
 
-def verify_resume(run_dir: Path, cfg: Any, fingerprint: str, fingerprint_of) -> dict | None:
+def verify_resume(run_dir: Path, cfg: Any) -> dict | None:
     """Check that the run in ``run_dir`` was made by this configuration; return its checkpoint state.
 
     Returns the loaded checkpoint (a learned generator's training state) or None when there is no
@@ -178,7 +179,7 @@ def verify_resume(run_dir: Path, cfg: Any, fingerprint: str, fingerprint_of) -> 
     if saved.is_file():
         try:
             old_cfg = OmegaConf.load(saved)
-            old_fp = fingerprint_of(old_cfg)
+            old_fp = fingerprint(old_cfg)
         except Exception as e:
             if state is None:
                 raise RunDirError(f"{saved} is unreadable ({type(e).__name__}); set overwrite=true to replace that "
@@ -188,7 +189,7 @@ def verify_resume(run_dir: Path, cfg: Any, fingerprint: str, fingerprint_of) -> 
     if theirs is None:
         raise RunDirError(f"run directory {run_dir} holds results but no checkpoint.pt or config.yaml telling which "
                           f"configuration made them; set overwrite=true to replace them, or choose a new hydra.run.dir")
-    if theirs != fingerprint:
+    if theirs != fingerprint(cfg):
         what = ck if state is not None else saved
         diff = f" ({config_difference(old_cfg, cfg)})" if old_cfg is not None else ""
         raise RunDirError(f"{what} was written by a different configuration{diff}; resume with the original "

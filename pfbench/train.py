@@ -10,8 +10,6 @@ from pfbench import limit_blas_threads
 
 limit_blas_threads()  # before numpy loads
 
-import hashlib
-import json
 import math
 import os
 import sys
@@ -36,6 +34,7 @@ from pfbench.rundir import (
     clear_results,
     effective_resume,
     existing_results,
+    fingerprint,
     plan,
     remove_stale_temps,
     verify_resume,
@@ -47,15 +46,6 @@ FAMILY_KEYS = ("degree", "rank", "hidden", "bias", "output_relu")
 
 def family_kwargs(d: DictConfig) -> dict[str, Any]:
     return {k: (list(d[k]) if k == "hidden" else d[k]) for k in FAMILY_KEYS if d.get(k) is not None}
-
-
-def fingerprint(cfg: DictConfig) -> str:
-    """What a checkpoint must agree on to be resumed: data, model (bar the step budget) and seed."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    c["model"].get("train", {}).pop("steps", None)
-    key = json.dumps({"data": c["data"], "model": c["model"], "seed": c["seed"], "threads": c["threads"]},
-                     sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def family_of(d: DictConfig) -> str | None:
@@ -184,7 +174,7 @@ def _run_locked(cfg: DictConfig, raw: DictConfig, run_dir: Path, mode: str, t_st
             raise  # the previous run's fingerprint cannot be checked: leave its directory alone
         failure = e
     if mode == "resume":
-        state = verify_resume(run_dir, cfg, fingerprint(cfg), fingerprint)
+        state = verify_resume(run_dir, cfg)
         if state is None:  # nothing to continue (an estimator, or killed before its first checkpoint)
             mode = "overwrite"
     # Every check passed: from here on the run directory is written.
