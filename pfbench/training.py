@@ -117,6 +117,11 @@ def train(trainer, x_train: torch.Tensor, *, steps: int, seed_rng: torch.Generat
         elapsed0 = 0.0
 
     t0 = time.perf_counter()
+
+    def elapsed() -> float:
+        """Training seconds so far, the monitor's evaluations excluded (continued across a resume)."""
+        return elapsed0 + time.perf_counter() - t0 - (monitor.eval_time_s if monitor is not None else 0.0)
+
     bar = tqdm(total=steps, initial=start, desc=desc, disable=not progress, file=sys.stderr,
                dynamic_ncols=True, mininterval=0.5, unit="step")
     result = TrainResult("completed", start, history, resumed_from=resumed_from)
@@ -147,13 +152,11 @@ def train(trainer, x_train: torch.Tensor, *, steps: int, seed_rng: torch.Generat
                     on_log(step, rec)
             stop = False
             if monitor is not None and monitor.due(step, steps):
-                elapsed = elapsed0 + time.perf_counter() - t0 - monitor.eval_time_s
-                rec, stop = monitor.evaluate(step, elapsed)
+                rec, stop = monitor.evaluate(step, elapsed())
                 if on_eval is not None:
                     on_eval(step, rec)
             if step % checkpoint_every == 0 or step == steps or stop:
-                elapsed = elapsed0 + time.perf_counter() - t0 - (monitor.eval_time_s if monitor else 0.0)
-                save_checkpoint(path, _state(trainer, rng, step, history, fingerprint, monitor, elapsed,
+                save_checkpoint(path, _state(trainer, rng, step, history, fingerprint, monitor, elapsed(),
                                              (sums, count)))
             bar.update(1)
             result.steps = step
