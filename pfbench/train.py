@@ -365,8 +365,15 @@ def _evaluate_all(cfg: DictConfig, fitted: Fitted, data: Data, record: dict, tim
     if record["status"] == "diverged":
         record["metrics"] = {"eval_status": f"skipped: run diverged ({record['reason']})"}
         return
+    # the selected checkpoint is often the final generator itself (raw, last step): the same parameters
+    # give the same numbers, so it is not evaluated twice
+    best = fitted.monitor.best if fitted.monitor is not None else None
+    selected_is_final = best is not None and best["variant"] == "raw" and best["step"] == record["steps"]
     for key, model in (("metrics", fitted.model), ("metrics_selected", fitted.selected), ("metrics_ema", fitted.ema)):
         if model is None:
+            continue
+        if key == "metrics_selected" and selected_is_final:
+            record[key] = {k: v for k, v in record["metrics"].items() if not k.startswith(("inversion_", "cs_"))}
             continue
         t0 = time.perf_counter()
         metrics = evaluate(model, data.x_test, truth=data.truth, cfg=cfg.eval, seed=cfg.seed, progress=cfg.progress)

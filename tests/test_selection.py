@@ -212,3 +212,21 @@ def test_user_data_selects_on_rows_carved_from_the_file(tmp_path):
     assert [h["step"] for h in hist] == [2, 4, 6]
     assert all("param_error" not in h for h in hist)  # no truth: nothing for the record, selection still runs
     assert rec["selection"]["step"] in (2, 4, 6) and rec["selection"]["rank_corr_with_param_error"]["val_sw"] is None
+
+
+@pytest.mark.parametrize("eval_every", [3, 12])  # 12: one evaluation, so the selection is the final generator
+def test_selected_metrics_are_the_evaluation_of_the_saved_selected_generator(eval_every, tmp_path):
+    from pfbench.metrics.evaluate import evaluate
+    from pfbench.train import make_data
+
+    ov = ["+model=wgan", *SMALL, f"model.train.eval_every={eval_every}"]
+    rec = run_inprocess(ov, tmp_path)
+    cfg = validate(compose_cfg(ov))
+    data = make_data(cfg)
+    g = build_family("quadratic", 2, 4)
+    g.load_state_dict(torch.load(tmp_path / "generator_selected.pt", weights_only=True)["state_dict"])
+    ref = evaluate(g, data.x_test, truth=data.truth, cfg=cfg.eval, seed=cfg.seed)
+    ref = {k: v for k, v in json.loads(json.dumps(ref)).items() if not k.endswith("time_s")}
+    assert json.loads(json.dumps(rec["metrics_selected"])) == ref
+    if eval_every == 12:
+        assert rec["selection"]["step"] == rec["steps"] == 12
