@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         seed = cfg.seed if a.seed is None else a.seed
         out: dict = {"run_dir": str(a.run_dir), "seed": seed}
         if a.inversion:
-            from pfbench.recovery.inversion import inversion_task
+            from pfbench.tasks.inversion import inversion_task
 
             noise = 1e-6 if a.noise_std is None else a.noise_std
             out.update(inversion_task(g, n=a.n, seed=seed, noise_std=noise))
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             truth = load_truth(a.run_dir)
             if truth is None:
                 raise ConfigError("compressed sensing needs a true distribution; this run used data=file")
-            from pfbench.recovery.compressed_sensing import compressed_sensing_task
+            from pfbench.tasks.compressed_sensing import compressed_sensing_task
 
             ms = [int(m) for m in a.ms.split(",")]
             out.update(compressed_sensing_task(g, truth, ms=ms, n=a.n, seed=seed, noise_std=a.noise_std or 0.0))

@@ -62,9 +62,9 @@ import torch  # noqa: E402
 
 from pfbench.families import make_instance  # noqa: E402
 from pfbench.metrics.gauge import quadratic_gauge_error  # noqa: E402
-from pfbench.recovery._quad_core import population_summary, sym_dim  # noqa: E402
 from pfbench.recovery.moments import _ThirdMoment, mean_cov, moment_summary, third_moment_projected  # noqa: E402
 from pfbench.recovery.quadratic import QuadraticMomentEstimator  # noqa: E402
+from pfbench.recovery.quadratic_moments import population_summary, sym_dim  # noqa: E402
 from pfbench.recovery.sos import SoSQuadraticEstimator, sos_size  # noqa: E402
 from pfbench.seeding import torch_generator  # noqa: E402
 

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 
 from pfbench.families import make_instance
-from pfbench.families.relu_instances import wds_instance
-from pfbench.recovery.compressed_sensing import compressed_sensing_task
-from pfbench.recovery.inversion import invert_gd, invert_layerwise, relu_layers
+from pfbench.families.relu import wds_instance
 from pfbench.recovery.relu_estimator import ReLUMomentEstimator
 from pfbench.seeding import torch_generator
+from pfbench.tasks.compressed_sensing import compressed_sensing_task
+from pfbench.tasks.inversion import invert_gd, invert_layerwise, relu_layers
 
 
 def median_time(fn, repeats: int) -> float:

@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 from pfbench.families import make_instance
-from pfbench.recovery.compressed_sensing import compressed_sensing_task
 from pfbench.seeding import torch_generator
+from pfbench.tasks.compressed_sensing import compressed_sensing_task
 
 MS = [5, 10, 20, 30, 40, 60, 80, 120, 160, 240, 320, 500]
 

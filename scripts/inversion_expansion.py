@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from pfbench.families import make_instance
-from pfbench.recovery.inversion import invert_layerwise
 from pfbench.seeding import torch_generator
+from pfbench.tasks.inversion import invert_layerwise
 
 KS = [20, 40, 60, 80, 100, 110, 120, 130, 140, 160, 180, 200, 240]
 

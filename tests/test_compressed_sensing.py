@@ -10,8 +10,8 @@ import torch
 
 from pfbench import ConfigError
 from pfbench.families import make_instance
-from pfbench.recovery.compressed_sensing import compressed_sensing_task, cs_recover, lasso, lasso_lam_max
 from pfbench.seeding import numpy_generator, torch_generator
+from pfbench.tasks.compressed_sensing import compressed_sensing_task, cs_recover, lasso, lasso_lam_max
 
 
 def _soft(u: np.ndarray, t: float) -> np.ndarray:

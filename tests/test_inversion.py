@@ -10,8 +10,8 @@ from pfbench import ConfigError
 from pfbench.families import make_instance
 from pfbench.families.relu import OneLayerReLUPushforward
 from pfbench.models.nets import MLPGenerator
-from pfbench.recovery.inversion import inversion_task, invert_gd, invert_layer, invert_layerwise, relu_layers
 from pfbench.seeding import torch_generator
+from pfbench.tasks.inversion import inversion_task, invert_gd, invert_layer, invert_layerwise, relu_layers
 
 
 def _net(k: int, hidden: list[int], d: int, seed: int = 0, **kw) -> torch.nn.Module:

@@ -10,8 +10,8 @@ import torch
 
 from pfbench import ConfigError
 from pfbench.families import make_instance
-from pfbench.recovery._quad_core import population_summary, sym_dim
 from pfbench.recovery.moments import iter_chunks, mean_cov, moment_summary, third_moment_projected
+from pfbench.recovery.quadratic_moments import population_summary, sym_dim
 from pfbench.seeding import numpy_generator, torch_generator
 
 

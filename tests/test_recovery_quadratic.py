@@ -13,7 +13,8 @@ from pfbench import ConfigError
 from pfbench.families import make_instance
 from pfbench.metrics.gauge import quadratic_gauge_error
 from pfbench.recovery import make_estimator
-from pfbench.recovery._quad_core import (
+from pfbench.recovery.quadratic import QuadraticMomentEstimator
+from pfbench.recovery.quadratic_moments import (
     MomentLoss,
     from_coords,
     population_summary,
@@ -22,7 +23,6 @@ from pfbench.recovery._quad_core import (
     sym_dim,
     to_coords,
 )
-from pfbench.recovery.quadratic import QuadraticMomentEstimator
 from pfbench.seeding import numpy_generator, torch_generator
 from tests.runner import metrics, run_inprocess
 

@@ -12,8 +12,8 @@ import torch
 from pfbench import ConfigError
 from pfbench.families import make_instance
 from pfbench.metrics.gauge import quadratic_gauge_error
-from pfbench.recovery._quad_core import population_summary
 from pfbench.recovery.moments import MomentSummary
+from pfbench.recovery.quadratic_moments import population_summary
 from pfbench.recovery.sos import SoSQuadraticEstimator, _monomials, sos_size
 from pfbench.seeding import torch_generator
 from tests.references import brute_force_gauge_error_r2

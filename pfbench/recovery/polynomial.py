@@ -11,8 +11,11 @@ be = (i+k-j)/2, ga = (j+k-i)/2 non-negative integers; 0 otherwise), for u, v, z 
                                           (u.v)^al (u.z)^be (v.z)^ga |u|^(w-i) |v|^(w-j) |z|^(w-k)
 
 (all even powers of the norms, so polynomials in the Gram matrix). The estimator matches the mean,
-the covariance and, for even w, the third cumulant, each normalized by its target's norm, by L-BFGS
-(autograd, float64) from ``restarts`` random starts, and keeps the smallest final loss.
+the covariance and, for even w, the third cumulant, each normalized by its target's norm, as a
+nonlinear least-squares problem: Levenberg-Marquardt (:func:`pfbench.recovery.optim.levenberg_marquardt`,
+float64) on the residuals with their closed-form Jacobian (:meth:`PolynomialMoments.with_jacobian`), from
+``restarts`` starts (random; for w = 2 and d >= r(r+1)/2, with ``init="auto"``, the quadratic estimator's
+spectral start and refinement factored to rank L), keeping the smallest final loss.
 
 For odd w, x is an odd function of g, so every odd moment vanishes identically: the mean and third
 cumulant carry no information and only the covariance is matched (MATH 3 says second moments
@@ -38,8 +41,8 @@ import torch
 from pfbench import ConfigError
 from pfbench.families.base import Pushforward
 from pfbench.families.polynomial import LowRankPolynomialPushforward
-from pfbench.recovery._quad_optim import levenberg_marquardt
 from pfbench.recovery.moments import DEFAULT_CHUNK, MomentSummary, moment_summary
+from pfbench.recovery.optim import levenberg_marquardt
 from pfbench.seeding import numpy_generator, torch_generator
 
 #: Local-minimum test against the noise-level loss (:meth:`PolynomialMomentEstimator.noise_level_loss`).
@@ -242,7 +245,8 @@ class PolynomialMomentEstimator:
         Drives the random starts (stream ``polynomial_moments/start{i}``).
     restarts, max_iter, gtol, chunk, oracle :
         As for :class:`pfbench.recovery.quadratic.QuadraticMomentEstimator` (the same
-        ``conf/model/moments.yaml`` serves both).
+        ``conf/model/moments.yaml`` serves both); here ``max_iter`` caps Levenberg-Marquardt iterations
+        per start and ``gtol`` applies to max |2 J^T r|.
     third : str | bool
         Match the third cumulant: ``"auto"`` (for even w; for odd w it is identically 0), True, False.
     init : str
@@ -383,7 +387,7 @@ class PolynomialMomentEstimator:
         the quadratic estimator's spectral start (MATH 2b) refined by its moment matching; returns
         rng -> Q (d, r, r), or None when this does not apply (then starts are random).
         """
-        from pfbench.recovery._quad_core import MomentLoss, refine, spectral_init, sym_dim
+        from pfbench.recovery.quadratic_moments import MomentLoss, refine, spectral_init, sym_dim
 
         r, d = int(self.latent_dim), int(self.out_dim)
         m = sym_dim(r)

@@ -33,7 +33,8 @@ from pfbench.families.quadratic import QuadraticPushforward
 
 # Imported with the module (it pulls in scipy, ~1 s cold), not inside fit(), so fit_time_s is fit work.
 from pfbench.metrics.gauge import quadratic_gauge_error
-from pfbench.recovery._quad_core import (
+from pfbench.recovery.moments import DEFAULT_CHUNK, MomentSummary, moment_summary
+from pfbench.recovery.quadratic_moments import (
     MomentLoss,
     check_identifiable,
     refine,
@@ -41,7 +42,6 @@ from pfbench.recovery._quad_core import (
     sym_dim,
     to_coords,
 )
-from pfbench.recovery.moments import DEFAULT_CHUNK, MomentSummary, moment_summary
 from pfbench.seeding import numpy_generator
 
 

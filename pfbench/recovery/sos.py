@@ -44,8 +44,8 @@ import torch
 from pfbench import ConfigError
 from pfbench.families.base import Pushforward
 from pfbench.families.quadratic import QuadraticPushforward
-from pfbench.recovery._quad_core import check_identifiable, sym_dim
 from pfbench.recovery.moments import DEFAULT_CHUNK, MomentSummary, mean_cov, third_moment_projected
+from pfbench.recovery.quadratic_moments import check_identifiable, sym_dim
 
 Poly = dict[tuple[int, ...], float]  # monomial (sorted variable indices, with repeats) -> coefficient
 

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from pfbench import ConfigError
-from pfbench.recovery._quad_optim import lbfgs
 from pfbench.recovery.moments import MomentSummary, principal_basis
+from pfbench.recovery.optim import lbfgs
 
 
 def sym_dim(r: int) -> int:
@@ -292,7 +292,7 @@ class RefineResult:
 
 def refine(loss: MomentLoss, Q0: np.ndarray, max_iter: int = 1000, gtol: float = 1e-10,
            ftol: float = 1e-15) -> RefineResult:
-    """Minimize :class:`MomentLoss` from Q0 (d, r, r) by L-BFGS (:func:`~._quad_optim.lbfgs`).
+    """Minimize :class:`MomentLoss` from Q0 (d, r, r) by L-BFGS (:func:`pfbench.recovery.optim.lbfgs`).
 
     ``converged`` means the largest gradient entry fell below ``gtol`` or the loss stopped
     decreasing at rounding level (relative ``ftol``) before ``max_iter`` iterations. About 1.1 loss

@@ -22,8 +22,8 @@ from torch import nn
 
 from pfbench import ConfigError
 from pfbench.families.base import Pushforward
-from pfbench.recovery.inversion import _float64_copy
 from pfbench.seeding import torch_generator
+from pfbench.tasks.inversion import _float64_copy
 
 #: Lasso penalties tried by the task as fractions of lam_max = ||A^T y||_inf (1 gives x_hat = 0); each m
 #: keeps the best: an oracle-tuned, so generous, baseline

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from pfbench import ConfigError
-from pfbench.families.relu import DeepReLUPushforward, OneLayerReLUPushforward
+from pfbench.families import DeepReLUPushforward, OneLayerReLUPushforward
 from pfbench.seeding import torch_generator
 
 _INF = highspy.kHighsInf

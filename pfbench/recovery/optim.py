@@ -1,14 +1,21 @@
-"""A small L-BFGS in torch float64 for the moment-matching refinements (quadratic and polynomial).
+"""Small torch float64 optimizers for the moment-matching refinements.
+
+- :func:`lbfgs` (L-BFGS) refines the quadratic estimator (:func:`pfbench.recovery.quadratic_moments.refine`);
+- :func:`levenberg_marquardt` solves the polynomial estimator's least squares
+  (:mod:`pfbench.recovery.polynomial`).
+
+Both return an :class:`OptimResult`.
 
 Why not scipy or torch.optim: scipy's L-BFGS-B calls the numpy BLAS, whose threads oversubscribe a
 shared machine (8 ms per iteration at load 6 for 3300 variables, against 0.3 ms here), and the first
 ``torch.optim.LBFGS.step`` in a process imports torch's compiler stack (1.5 s), longer than a whole
-fit at r = 5, d = 20, n = 1e5. This one runs entirely in torch's thread pool.
+fit at r = 5, d = 20, n = 1e5. These run entirely in torch's thread pool.
 
-Algorithm (Nocedal and Wright, Numerical Optimization, Alg. 7.4 and 7.5): two-loop recursion with
+L-BFGS (Nocedal and Wright, Numerical Optimization, Alg. 7.4 and 7.5): two-loop recursion with
 the last ``history`` pairs (s, y), initial Hessian gamma I with gamma = s.y / y.y; backtracking line
 search (Armijo constant 1e-4, cubic-free halving with one quadratic-interpolation step); pairs with
 y.s <= 1e-12 |y| |s| are skipped so the inverse-Hessian estimate stays positive definite.
+Levenberg-Marquardt: see :func:`levenberg_marquardt`.
 """
 
 from __future__ import annotations
@@ -23,7 +30,14 @@ Objective = Callable[[torch.Tensor], tuple[float, torch.Tensor]]
 
 
 @dataclass
-class LBFGSResult:
+class OptimResult:
+    """Outcome of :func:`lbfgs` or :func:`levenberg_marquardt`.
+
+    ``f`` is the final objective (for Levenberg-Marquardt ||r||^2), ``grad_max`` the largest
+    gradient entry at the end, ``reason`` why it stopped, ``converged`` whether that counts as
+    converged for the solver.
+    """
+
     x: torch.Tensor
     f: float
     grad_max: float
@@ -34,7 +48,7 @@ class LBFGSResult:
 
 
 def lbfgs(fun: Objective, x0: torch.Tensor, *, max_iter: int = 1000, gtol: float = 1e-10,
-          ftol: float = 1e-15, history: int = 20, max_evals: int | None = None) -> LBFGSResult:
+          ftol: float = 1e-15, history: int = 20, max_evals: int | None = None) -> OptimResult:
     """Minimize ``fun`` (x -> (value, gradient), both float64 torch) from x0 (flat tensor).
 
     Converged: max |grad| <= gtol, or the relative decrease |f_k - f_{k+1}| <= ftol max(|f_k|, 1e-300)
@@ -111,7 +125,7 @@ def lbfgs(fun: Objective, x0: torch.Tensor, *, max_iter: int = 1000, gtol: float
             break
     else:
         it = int(max_iter)
-    return LBFGSResult(x=x, f=float(f), grad_max=float(g.abs().max()), iterations=int(it), evaluations=evals,
+    return OptimResult(x=x, f=float(f), grad_max=float(g.abs().max()), iterations=int(it), evaluations=evals,
                        converged=reason in {"gtol", "ftol"}, reason=reason)
 
 
@@ -119,7 +133,7 @@ ResidualJacobian = Callable[[torch.Tensor, bool], tuple[torch.Tensor, "torch.Ten
 
 
 def levenberg_marquardt(res_jac: ResidualJacobian, x0: torch.Tensor, *, max_iter: int = 500,
-                        gtol: float = 1e-12, ftol: float = 1e-15, xtol: float = 1e-13) -> LBFGSResult:
+                        gtol: float = 1e-12, ftol: float = 1e-15, xtol: float = 1e-13) -> OptimResult:
     """Minimize ||r(x)||^2 by Levenberg-Marquardt with Nielsen's damping update, in torch float64.
 
     ``res_jac(x, need_jacobian)`` returns (r (m,), J (m, p) or None). Step:
@@ -133,7 +147,7 @@ def levenberg_marquardt(res_jac: ResidualJacobian, x0: torch.Tensor, *, max_iter
     steps, or no step longer than xtol (|x| + xtol) lowers the cost (rounding level: a stationary
     point whose gradient rounding keeps above gtol). Cost per iteration: one Jacobian plus
     O(m p^2 + p^3).
-    Returns an :class:`LBFGSResult` (f = ||r||^2, grad_max = max |2 J^T r|).
+    Returns an :class:`OptimResult` (f = ||r||^2, grad_max = max |2 J^T r|).
     """
     x = x0.detach().clone().to(torch.float64).reshape(-1)
     r, J = res_jac(x, True)
@@ -182,5 +196,5 @@ def levenberg_marquardt(res_jac: ResidualJacobian, x0: torch.Tensor, *, max_iter
     else:
         it = int(max_iter)
     g = J.T @ r
-    return LBFGSResult(x=x, f=f, grad_max=2.0 * float(g.abs().max()), iterations=int(it), evaluations=evals,
+    return OptimResult(x=x, f=f, grad_max=2.0 * float(g.abs().max()), iterations=int(it), evaluations=evals,
                        converged=reason in {"gtol", "ftol", "xtol"}, reason=reason)
