@@ -125,9 +125,9 @@ def test_gauge_leaves_the_loss_unchanged():
 
 def test_bad_configuration_is_a_one_line_error():
     with pytest.raises(ConfigError, match="init='spectral'"):
-        PolynomialMomentEstimator(latent_dim=2, out_dim=4, init="spectral")
+        PolynomialMomentEstimator(latent_dim=2, out_dim=4, init="spectral").validate()
     with pytest.raises(ConfigError, match="rank=0"):
-        PolynomialMomentEstimator(latent_dim=2, out_dim=4, rank=0)
+        PolynomialMomentEstimator(latent_dim=2, out_dim=4, rank=0).validate()
     est = PolynomialMomentEstimator(latent_dim=2, out_dim=4)
     with pytest.raises(ConfigError, match=r"expected \(n, 4\)"):
         est.fit(np.zeros((10, 3)))

@@ -71,13 +71,16 @@ def test_exact_recovery_from_population_moments(r):
 
 
 def test_identifiability_error_before_any_work():
+    est = QuadraticMomentEstimator(latent_dim=3, out_dim=5)  # the constructor only stores
     with pytest.raises(ConfigError) as e:
-        QuadraticMomentEstimator(latent_dim=3, out_dim=5)
+        est.validate()
     msg = str(e.value)
     assert "not identifiable" in msg and "d=5 < r(r+1)/2=6" in msg and "\n" not in msg
     with pytest.raises(ConfigError, match="not identifiable"):
-        make_estimator("moments", "quadratic", latent_dim=4, out_dim=9, seed=0)
-    QuadraticMomentEstimator(latent_dim=3, out_dim=6)  # the boundary d = m is allowed
+        est.fit(np.zeros((10, 5)))  # fit validates first, before looking at the data
+    with pytest.raises(ConfigError, match="not identifiable"):
+        make_estimator("moments", "quadratic", latent_dim=4, out_dim=9, seed=0).validate()
+    QuadraticMomentEstimator(latent_dim=3, out_dim=6).validate()  # the boundary d = m is allowed
 
 
 def test_rank_deficiency_is_reported_not_ignored():
@@ -170,7 +173,7 @@ def test_bad_inputs_are_one_line_errors():
     with pytest.raises(ConfigError, match=r"expected \(n, 4\)"):
         est.fit(np.zeros((10, 5)))
     with pytest.raises(ConfigError, match="restarts=0"):
-        QuadraticMomentEstimator(latent_dim=2, out_dim=4, restarts=0)
+        QuadraticMomentEstimator(latent_dim=2, out_dim=4, restarts=0).validate()
     with pytest.raises(ConfigError, match="call fit"):
         est.oracle_fit(_Q(2, 4))
 

@@ -76,18 +76,18 @@ def test_size_counts_match_the_program():
 
 def test_refusal_names_the_size_before_any_work():
     with pytest.raises(ConfigError) as e:
-        SoSQuadraticEstimator(latent_dim=3, out_dim=6)
+        SoSQuadraticEstimator(latent_dim=3, out_dim=6).validate()
     msg = str(e.value)
     assert "\n" not in msg
     assert "moment matrix of 406 rows" in msg and "82,621 PSD entries" in msg
     assert "GB" in msg and "h with an interior-point solver" in msg
     assert "practical sizes are r=2 with d<=8" in msg and "+model=moments" in msg
     with pytest.raises(ConfigError, match=r"limits are 0.01 GB"):
-        SoSQuadraticEstimator(latent_dim=2, out_dim=3, max_memory_gb=0.01)
+        SoSQuadraticEstimator(latent_dim=2, out_dim=3, max_memory_gb=0.01).validate()
     with pytest.raises(ConfigError, match="not identifiable"):
-        SoSQuadraticEstimator(latent_dim=2, out_dim=2)
+        SoSQuadraticEstimator(latent_dim=2, out_dim=2).validate()
     with pytest.raises(ConfigError, match="CLARABEL or SCS"):
-        SoSQuadraticEstimator(latent_dim=2, out_dim=3, solver="MOSEK")
+        SoSQuadraticEstimator(latent_dim=2, out_dim=3, solver="MOSEK").validate()
 
 
 def _summary(mean: np.ndarray, cov: np.ndarray, third: np.ndarray) -> MomentSummary:

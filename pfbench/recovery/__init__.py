@@ -1,12 +1,19 @@
 """Provable and moment-based estimators, scikit-learn style.
 
 Contract for every estimator class registered below:
-- ``__init__(*, latent_dim, out_dim, seed=0, **hyperparameters)`` stores arguments only (family
-  arguments such as ``degree``/``rank`` arrive as keywords too; unknown keywords raise TypeError);
-- ``fit(X)`` takes an (n, d) float array (numpy, memmap or torch), returns ``self`` and sets
-  ``pushforward_`` (a :class:`pfbench.families.Pushforward` of the true family's class holding the
-  fitted parameters, so the shared evaluation applies) and ``info_`` (a flat dict of JSON scalars:
-  iterations, final loss, converged flag, fit time in seconds, ...);
+- ``__init__(*, latent_dim, out_dim, seed=0, **hyperparameters)`` stores arguments only and never
+  raises ConfigError (family arguments such as ``degree``/``rank`` arrive as keywords too; unknown
+  keywords raise TypeError);
+- ``validate() -> None`` raises ConfigError (one line) for everything that can be refused without
+  the data: identifiability (quadratic: d < r(r+1)/2), problem sizes out of reach (SoS),
+  hyperparameters out of range. It is cheap and does no fitting work; the entry point calls it
+  right after :func:`make_estimator` (which does not), before it samples or reads any data;
+- ``fit(X)`` calls ``validate()`` first (so direct users get the same refusals), takes an (n, d)
+  float array (numpy, memmap or torch), returns ``self`` and sets ``pushforward_`` (a
+  :class:`pfbench.families.Pushforward` of the true family's class holding the fitted parameters,
+  so the shared evaluation applies) and ``info_`` (a flat dict of JSON scalars: iterations, final
+  loss, converged flag, fit time in seconds, ...); a ``fit_moments(summary)`` variant, where there
+  is one, validates first too;
 - optionally ``extra_metrics(truth, X) -> dict`` with numbers that need the true instance (for
   example the oracle error of a refinement started at the truth).
 """
@@ -40,6 +47,10 @@ def estimator_class(model: str, family: str) -> type:
 
 def make_estimator(model: str, family: str, *, latent_dim: int, out_dim: int, seed: int,
                    family_kwargs: dict[str, Any] | None = None, params: dict[str, Any] | None = None):
+    """Construct the estimator for (model, family); unknown keywords become ConfigError.
+
+    Does not call ``validate()``: the caller does, before any data work.
+    """
     cls = estimator_class(model, family)
     kwargs = {**(family_kwargs or {}), **(params or {})}
     try:

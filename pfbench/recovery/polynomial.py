@@ -276,17 +276,23 @@ class PolynomialMomentEstimator:
         self.seed, self.restarts, self.max_iter, self.gtol = seed, restarts, max_iter, gtol
         self.chunk, self.oracle, self.third, self.init = chunk, oracle, third, init
         self.noise_samples, self.noise_draws = noise_samples, noise_draws
-        for name, val in (("latent_dim", latent_dim), ("out_dim", out_dim), ("degree", degree),
-                          ("rank", rank), ("restarts", restarts), ("max_iter", max_iter), ("chunk", chunk),
-                          ("noise_samples", noise_samples), ("noise_draws", noise_draws)):
+
+    def validate(self) -> None:
+        """Raise ConfigError unless every size and hyperparameter is in range. O(1); the entry point
+        calls it before it samples or reads any data, :meth:`fit` and :meth:`fit_moments` call it first.
+        """
+        for name in ("latent_dim", "out_dim", "degree", "rank", "restarts", "max_iter", "chunk",
+                     "noise_samples", "noise_draws"):
+            val = getattr(self, name)
             if int(val) < 1:
                 raise ConfigError(f"moments/polynomial: {name}={val} must be an integer >= 1")
-        if init not in ("auto", "random"):
-            raise ConfigError(f"model.params.init={init!r}; use auto (quadratic spectral starts for w = 2) or random")
-        if third not in ("auto", True, False):
-            raise ConfigError(f"model.params.third={third!r}; use auto, true or false")
-        if not float(gtol) > 0:
-            raise ConfigError(f"model.params.gtol={gtol} must be > 0")
+        if self.init not in ("auto", "random"):
+            raise ConfigError(f"model.params.init={self.init!r}; use auto (quadratic spectral starts for w = 2) "
+                              "or random")
+        if self.third not in ("auto", True, False):
+            raise ConfigError(f"model.params.third={self.third!r}; use auto, true or false")
+        if not float(self.gtol) > 0:
+            raise ConfigError(f"model.params.gtol={self.gtol} must be > 0")
 
     def _use_third(self) -> bool:
         return int(self.degree) % 2 == 0 if self.third == "auto" else bool(self.third)
@@ -294,6 +300,7 @@ class PolynomialMomentEstimator:
     # -----------------------------------------------------------------------------------------
     def fit(self, X: Any) -> PolynomialMomentEstimator:
         """Fit to samples X (n, d): numpy array, np.memmap or torch tensor (streamed, float64)."""
+        self.validate()
         t0 = time.perf_counter()
         d = int(self.out_dim)
         if len(X.shape) != 2 or int(X.shape[1]) != d:
@@ -412,6 +419,7 @@ class PolynomialMomentEstimator:
 
     def fit_moments(self, s: MomentSummary) -> PolynomialMomentEstimator:
         """Fit from a moment summary (with the full d-dimensional basis when the third cumulant is used)."""
+        self.validate()
         t0 = time.perf_counter()
         d, L, r, w = int(self.out_dim), int(self.rank), int(self.latent_dim), int(self.degree)
         if s.dim != d:

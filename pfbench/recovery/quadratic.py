@@ -74,7 +74,7 @@ class QuadraticMomentEstimator:
     Parameters
     ----------
     latent_dim, out_dim : int
-        r and d; d >= r(r+1)/2 is required (identifiability), checked here before any work.
+        r and d; d >= r(r+1)/2 is required (identifiability), checked by :meth:`validate` before any work.
     seed : int
         Drives the random Jordan-algebra elements of the spectral starts (and random starts).
     restarts : int
@@ -101,17 +101,25 @@ class QuadraticMomentEstimator:
         self.latent_dim, self.out_dim, self.seed = latent_dim, out_dim, seed
         self.restarts, self.max_iter, self.gtol, self.chunk = restarts, max_iter, gtol, chunk
         self.oracle, self.rank_tol = oracle, rank_tol
-        # Fail before the entry point samples or reads any data.
-        check_identifiable(int(latent_dim), int(out_dim))
-        for name, v, lo in (("restarts", restarts, 1), ("max_iter", max_iter, 1), ("chunk", chunk, 1)):
+
+    def validate(self) -> None:
+        """Raise ConfigError unless d >= r(r+1)/2 (identifiability) and the hyperparameters are in range.
+
+        O(1); the entry point calls it before it samples or reads any data, :meth:`fit` and
+        :meth:`fit_moments` call it first.
+        """
+        check_identifiable(int(self.latent_dim), int(self.out_dim))
+        for name, v, lo in (("restarts", self.restarts, 1), ("max_iter", self.max_iter, 1),
+                            ("chunk", self.chunk, 1)):
             if int(v) < lo:
                 raise ConfigError(f"model.params.{name}={v} must be an integer >= {lo}")
-        if not (float(gtol) > 0 and 0 < float(rank_tol) < 1):
-            raise ConfigError(f"model.params.gtol={gtol} must be > 0 and rank_tol={rank_tol} in (0, 1)")
+        if not (float(self.gtol) > 0 and 0 < float(self.rank_tol) < 1):
+            raise ConfigError(f"model.params.gtol={self.gtol} must be > 0 and rank_tol={self.rank_tol} in (0, 1)")
 
     # -----------------------------------------------------------------------------------------
     def fit(self, X: Any) -> QuadraticMomentEstimator:
         """Fit to samples X (n, d): numpy array, np.memmap or torch tensor (streamed, float64)."""
+        self.validate()
         t0 = time.perf_counter()
         d = int(X.shape[1]) if len(X.shape) == 2 else -1
         if d != int(self.out_dim):
@@ -126,6 +134,7 @@ class QuadraticMomentEstimator:
 
     def fit_moments(self, s: MomentSummary) -> QuadraticMomentEstimator:
         """Fit from a moment summary (sample moments, or exact ones from ``population_summary``)."""
+        self.validate()
         t0 = time.perf_counter()
         r, d = int(self.latent_dim), int(self.out_dim)
         m = sym_dim(r)

@@ -347,7 +347,7 @@ def psd_rank_k(sigma: np.ndarray, k: int) -> tuple[np.ndarray, float]:
 class ReLUMomentEstimator:
     """Wu-Dimakis-Sanghavi estimator of (W W^T, b) for x = ReLU(W z + b), b >= 0.
 
-    Hyperparameters (stored unmodified, validated in :meth:`fit`):
+    Hyperparameters (stored unmodified, checked by :meth:`validate`):
 
     solver : "newton" (default; deterministic box-constrained MLE) or "sgd" (the reference's projected
         SGD, one pass, averaged iterate).
@@ -377,7 +377,11 @@ class ReLUMomentEstimator:
         self.sgd_tol = sgd_tol
 
     # -- validation ------------------------------------------------------------------------------
-    def _check(self, X: Any) -> np.ndarray:
+    def validate(self) -> None:
+        """Raise ConfigError unless the sizes and hyperparameters are in range. O(1); the entry point
+        calls it before it samples or reads any data, :meth:`fit` calls it first. Checks that need the
+        samples (shape, signs, positive counts) stay in :meth:`fit`.
+        """
         if self.solver not in {"newton", "sgd"}:
             raise ConfigError(f"relu_moments: solver='{self.solver}' is not one of newton, sgd")
         if not float(self.sgd_tol) > 0:
@@ -388,6 +392,8 @@ class ReLUMomentEstimator:
         if int(self.latent_dim) < 1 or int(self.out_dim) < 1:
             raise ConfigError(f"relu_moments: latent_dim={self.latent_dim} and out_dim={self.out_dim} "
                               "must be >= 1")
+
+    def _check(self, X: Any) -> np.ndarray:
         X = X.detach().cpu().numpy() if torch.is_tensor(X) else np.asarray(X)
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != int(self.out_dim):
@@ -402,6 +408,7 @@ class ReLUMomentEstimator:
     # -- fit -------------------------------------------------------------------------------------
     def fit(self, X: Any) -> ReLUMomentEstimator:
         """Estimate (W W^T, b) from samples X (n, d) >= 0; returns self."""
+        self.validate()
         t0 = time.perf_counter()
         X = self._check(X)
         n, d = X.shape

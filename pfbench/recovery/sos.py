@@ -303,7 +303,7 @@ class SoSQuadraticEstimator:
     Parameters
     ----------
     latent_dim, out_dim : int
-        r and d (d >= r(r+1)/2 for identifiability, checked before any work).
+        r and d (d >= r(r+1)/2 for identifiability, checked by :meth:`validate` before any work).
     seed : int
         Unused (the program is deterministic); accepted for the estimator contract.
     solver : str
@@ -311,8 +311,8 @@ class SoSQuadraticEstimator:
     eps : float
         Solver tolerance.
     max_memory_gb, max_seconds : float
-        Refuse (ConfigError, with the sizes) when the estimate exceeds these. ``max_memory_gb``
-        defaults to half the memory available now.
+        :meth:`validate` refuses (ConfigError, with the sizes) when the estimate exceeds these.
+        ``max_memory_gb`` defaults to half the memory available when it runs.
     chunk : int
         Rows per step when streaming the moments.
     """
@@ -323,9 +323,15 @@ class SoSQuadraticEstimator:
         self.latent_dim, self.out_dim, self.seed = latent_dim, out_dim, seed
         self.solver, self.eps, self.max_memory_gb, self.max_seconds = solver, eps, max_memory_gb, max_seconds
         self.chunk, self.verbose = chunk, verbose
-        check_identifiable(int(latent_dim), int(out_dim))
-        if str(solver).upper() not in {"CLARABEL", "SCS"}:
-            raise ConfigError(f"model.params.solver={solver!r}; choose CLARABEL or SCS")
+
+    def validate(self) -> None:
+        """Raise ConfigError unless d >= r(r+1)/2, the solver is known and the program fits
+        (:meth:`check_size`). O(1); the entry point calls it before it samples or reads any data,
+        :meth:`fit` and :meth:`fit_moments` call it first.
+        """
+        check_identifiable(int(self.latent_dim), int(self.out_dim))
+        if str(self.solver).upper() not in {"CLARABEL", "SCS"}:
+            raise ConfigError(f"model.params.solver={self.solver!r}; choose CLARABEL or SCS")
         self.check_size()
 
     def check_size(self) -> SoSSize:
@@ -342,11 +348,11 @@ class SoSQuadraticEstimator:
 
     def fit(self, X: Any) -> SoSQuadraticEstimator:
         """Sample moments of X (n, d) (streamed; full d^3 third cumulant, d is tiny here), then solve."""
+        self.validate()
         t0 = time.perf_counter()
         d = int(self.out_dim)
         if len(X.shape) != 2 or int(X.shape[1]) != d:
             raise ConfigError(f"samples have shape {tuple(X.shape)}; expected (n, {d})")
-        self.check_size()
         n, mean, cov = mean_cov(X, int(self.chunk))
         third = third_moment_projected(X, mean, np.eye(d), int(self.chunk))
         s = MomentSummary(n=float(n), mean=mean, cov=cov, basis=np.eye(d),
@@ -357,9 +363,10 @@ class SoSQuadraticEstimator:
 
     def fit_moments(self, s: MomentSummary) -> SoSQuadraticEstimator:
         """Solve from a moment summary (third cumulant in any orthonormal basis of R^d)."""
+        self.validate()
         t0 = time.perf_counter()
         r, d = int(self.latent_dim), int(self.out_dim)
-        size = self.check_size()
+        size = sos_size(r, d)
         U = s.basis
         if U.shape != (d, d):
             raise ConfigError(f"SoS needs the full third cumulant: basis of shape ({d}, {d}), got {U.shape}")
