@@ -2,7 +2,8 @@
 
 ``validate(cfg)`` merges each group with its dataclass schema (unknown keys and values of the
 wrong type are rejected by OmegaConf), then checks ranges. Every failure is a one-line
-:class:`pfbench.ConfigError` naming the key, the bad value and what is allowed.
+:class:`pfbench.ConfigError` naming the key, the bad value and what is allowed. The ``eval`` group's
+schema is built from the distance registry (:func:`pfbench.metrics.evaluate.resolve_eval_config`).
 """
 
 from __future__ import annotations
@@ -226,4 +227,10 @@ def validate(cfg: DictConfig) -> DictConfig:
     _check(out.logger.init_timeout > 0, f"logger.init_timeout={out.logger.init_timeout} must be > 0 (seconds)")
     _check(cfg.logger.mode in ("auto", "offline", "online", "disabled"),
            f"logger.mode='{cfg.logger.mode}' must be auto, offline, online or disabled")
+    from pfbench.metrics.evaluate import resolve_eval_config
+
+    # eval: its schema (EvalConfig) is built from the distance registry, so it is merged there, with its
+    # own messages; the exact-W memory check against the held-out sample runs now, not after training.
+    # The typed result is not checked again (evaluate(cfg=cfg.eval) uses it as it is).
+    out["eval"] = resolve_eval_config(cfg.get("eval"), n_test=d.n_test)
     return out

@@ -50,9 +50,10 @@ import yaml
 from scipy import stats
 
 from pfbench import CONF_DIR
+from pfbench.metrics.evaluate import REGISTRY
 from pfbench.tracking import flatten
 
-DISTANCES = ("w1", "sw", "mmd", "nn_dist")
+DISTANCES = tuple(d.key for d in REGISTRY if d.compare_in_report)  # w1, sw, mmd, nn_dist: the metric tables
 STATISTICS = ("val_moments", "val_sw")  # as pfbench.selection.STATISTICS (not imported: that needs torch)
 ESTIMATOR_METHODS = ("moments", "sos", "relu_moments")
 DEFAULT_BUDGETS = (1500, 5000)

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+import pfbench.metrics.evaluate as E
 from pfbench import CONF_DIR, ConfigError
+from pfbench.config import validate
 from pfbench.families import build_family, make_instance
-from pfbench.metrics.evaluate import EVAL_DEFAULTS, evaluate, resolve_eval_config
+from pfbench.metrics.evaluate import REGISTRY, Distance, EvalConfig, evaluate, is_validated, resolve_eval_config
 from pfbench.models.nets import MLPGenerator
 from pfbench.seeding import torch_generator
+from tests.runner import compose_cfg
 
 DISTANCES = ("w1", "w2", "sw", "mmd", "nn_dist")
 SMALL = {"name": "small", "n_samples": 400, "w1": {"n": 400}, "w2": {"n": 200},
@@ -38,18 +42,119 @@ def copy_of(truth, shift_b: float = 0.0):
 # --------------------------------------------------------------------------------------------- configs
 
 
-def test_config_files_resolve_and_default_mirrors_code():
-    cfgs = {name: OmegaConf.load(CONF_DIR / "eval" / f"{name}.yaml") for name in ("fast", "default", "full")}
-    assert OmegaConf.to_container(cfgs["default"]) == EVAL_DEFAULTS
-    res = {name: resolve_eval_config(c) for name, c in cfgs.items()}
-    for name, r in res.items():
-        assert r["name"] == name
-        # every file spells out every key (no silent reliance on code defaults)
-        assert set(OmegaConf.to_container(cfgs[name])) == set(EVAL_DEFAULTS)
-    for key in ("n_samples",):
-        assert res["fast"][key] < res["default"][key] < res["full"][key]
+def _keys(tree):
+    return {k: _keys(v) if isinstance(v, dict) else None for k, v in tree.items()}
+
+
+@pytest.mark.parametrize("path", sorted((CONF_DIR / "eval").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_eval_config_file_validates_and_spells_out_every_key(path):
+    raw = OmegaConf.load(path)
+    c = resolve_eval_config(raw, n_test=2000)  # with the start-up memory check at the default n_test
+    assert is_validated(c) and c.name == path.stem
+    # no silent reliance on the schema's defaults: every key of every block is written out
+    assert _keys(OmegaConf.to_container(raw)) == _keys(OmegaConf.to_container(OmegaConf.structured(EvalConfig)))
+
+
+def test_eval_files_grow_and_missing_keys_take_the_default_file():
+    res = {name: resolve_eval_config(OmegaConf.load(CONF_DIR / "eval" / f"{name}.yaml"))
+           for name in ("fast", "default", "full")}
+    assert res["fast"]["n_samples"] < res["default"]["n_samples"] < res["full"]["n_samples"]
     assert res["fast"]["w1"]["n"] < res["default"]["w1"]["n"] < res["full"]["w1"]["n"]
-    assert res["fast"]["nn"]["steps"] < res["default"]["nn"]["steps"] < res["full"]["nn"]["steps"]
+    assert res["fast"].nn.steps < res["default"].nn.steps < res["full"].nn.steps
+    # a partial eval config gets conf/eval/default.yaml's values (the schema's defaults are that file)
+    assert OmegaConf.to_container(resolve_eval_config({})) == OmegaConf.to_container(res["default"])
+    part = resolve_eval_config({"nn": {"steps": 7}})
+    assert part.nn.steps == 7 and part.nn.width == res["default"].nn.width and part.w2 == res["default"].w2
+
+
+@pytest.mark.parametrize("cfg,message", [
+    ({"w3": {}}, "unknown key eval.w3; valid keys: ['mmd', 'n_samples', 'name', 'nn', 'param_error', 'support', "
+                 "'sw', 'w1', 'w2']"),
+    ({"nn": {"widht": 3}}, "unknown key eval.nn.widht; valid keys: ['batch_size', 'depth', 'enabled', 'lr', 'n', "),
+    # wrong types: exactly the schema's (no 'yes' -> true, '500' -> 500 conversion)
+    ({"w1": {"n": "500"}}, "eval.w1.n='500' must be an integer"),
+    ({"w1": {"n": 2.5}}, "eval.w1.n=2.5 must be an integer"),
+    ({"w1": {"enabled": 1}}, "eval.w1.enabled=1 must be true or false"),
+    ({"nn": {"lr": "fast"}}, "eval.nn.lr='fast' must be a number"),
+    ({"w2": {"max_iter": "x"}}, "eval.w2.max_iter='x' must be an integer or null"),
+    ({"n_samples": None}, "eval.n_samples=None must be an integer"),
+    ({"name": 3}, "eval.name=3 must be a string"),
+    ({"sw": 200}, "eval.sw must be a mapping with keys ['enabled', 'n', 'n_projections', 'p'], got 200"),
+    # out of range
+    ({"n_samples": 3}, "eval.n_samples=3 must be an integer >= 4"),
+    ({"mmd": {"n": 1}}, "eval.mmd.n=1 must be an integer >= 2"),
+    ({"nn": {"train_fraction": 1.0}}, "eval.nn.train_fraction=1.0 must be a number in (0, 1)"),
+    ({"nn": {"lr": 0}}, "eval.nn.lr=0.0 must be a positive number"),
+    ({"support": {"max_batch": 1}}, "eval.support.max_batch=1 must be an integer >= 2"),
+    ({"param_error": {"restarts": -1}}, "eval.param_error.restarts=-1 must be an integer >= 0"),
+    ({"w2": {"max_memory_gb": 0}}, "eval.w2.max_memory_gb=0.0 must be a positive number or null"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_bad_eval_value_is_one_line_error_naming_the_key(cfg, message):
+    with pytest.raises(ConfigError) as e:
+        resolve_eval_config(cfg)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_run_config_is_validated_once(monkeypatch):
+    # pfbench.config.validate checks cfg.eval (with the memory guard against data.n_test) ...
+    with pytest.raises(ConfigError, match=r"eval\.w1\.n=2000: the exact solve at n=2000 needs .* GB"):
+        validate(compose_cfg(["+model=wgan", "logger=none", "eval.w1.max_memory_gb=0.01"]))
+    cfg = validate(compose_cfg(["+model=wgan", "logger=none", "eval=fast", "eval.sw.n_projections=7"]))
+    assert is_validated(cfg.eval) and cfg.eval.name == "fast" and cfg.eval.sw.n_projections == 7
+    # ... and nothing checks it again: resolve_eval_config returns it as it is, evaluate uses it so
+    calls = []
+    monkeypatch.setattr(E.SWConfig, "check", lambda self, key: calls.append(key))
+    assert resolve_eval_config(cfg.eval) is cfg.eval
+    assert resolve_eval_config(cfg.eval)["param_error"]["restarts"] == 1  # what train.py reads
+    truth, x_test = relu_truth(7)
+    off = {name: {"enabled": False} for name in ("w1", "w2", "mmd", "nn", "support", "param_error")}
+    small = resolve_eval_config({**off, "n_samples": 100, "sw": {"n": 100, "n_projections": 10}})
+    assert calls == ["eval.sw"]
+    rec = evaluate(copy_of(truth), x_test, truth=truth, cfg=small, seed=0)
+    assert calls == ["eval.sw"] and rec["sw_n_projections"] == 10
+
+
+@dataclass
+class ToyConfig:
+    enabled: bool = True
+    n: int = 50
+
+    def check(self, key: str) -> None:
+        if self.n < 1:
+            raise ConfigError(f"{key}.n={self.n} must be an integer >= 1")
+
+
+def mean_gap(s, x_gen, x_ref, x_floor, seed):
+    """A toy distance: the largest coordinate gap between sample means, on the first n points."""
+    n = min(s.n, len(x_gen), len(x_ref), len(x_floor))
+
+    def gap(x):
+        return float(np.abs(x[:n].mean(0) - x_ref[:n].mean(0)).max())
+
+    return {"mean_gap": gap(x_gen), "mean_gap_floor": gap(x_floor), "mean_gap_n": n}
+
+
+def test_a_registered_distance_is_configured_evaluated_and_nulled(monkeypatch):
+    # a new distance is its function and one registry entry (and its block in conf/eval/*.yaml)
+    monkeypatch.setattr(E, "REGISTRY", (*REGISTRY, Distance("toy", ToyConfig, "mean_gap", mean_gap)))
+    truth, x_test = relu_truth(6)
+    cfg = {**{d.name: {"enabled": False} for d in REGISTRY}, "param_error": {"enabled": False},
+           "n_samples": 200, "toy": {"n": 150}}
+    rec = evaluate(copy_of(truth, 0.5), x_test, truth=truth, cfg=cfg, seed=0)
+    assert rec["mean_gap_n"] == 150 and rec["mean_gap"] > rec["mean_gap_floor"] > 0.0
+    assert rec["mean_gap_time_s"] >= 0.0 and not any(k in rec for k in DISTANCES)
+    # validated like every block: defaults, unknown keys, ranges
+    assert resolve_eval_config({}).toy.n == 50
+    with pytest.raises(ConfigError, match=r"unknown key eval\.toy\.m; valid keys: \['enabled', 'n'\]"):
+        resolve_eval_config({"toy": {"m": 1}})
+    with pytest.raises(ConfigError, match=r"eval\.toy\.n=0 must be"):
+        resolve_eval_config({"toy": {"n": 0}})
+    # non-finite generated samples: null beside the others
+    model = copy_of(truth)
+    with torch.no_grad():
+        model.W[0, 0] = float("nan")
+    rec = evaluate(model, x_test, truth=truth, cfg={**cfg, "w1": {"n": 100}}, seed=0)
+    assert rec["mean_gap"] is None and rec["mean_gap_floor"] is None and rec["w1"] is None
 
 
 def test_bad_eval_config_is_one_line_error_naming_the_key():
