@@ -16,11 +16,9 @@ evaluation (:mod:`pfbench.metrics.evaluate`) computes both.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,6 +28,7 @@ import torch
 from torch import nn
 
 from pfbench import ConfigError
+from pfbench.system import available_memory_bytes, torch_threads
 
 __all__ = [
     "OTNotConverged",
@@ -47,7 +46,6 @@ __all__ = [
     "NNDistanceResult",
     "neural_net_distance",
     "critic_class_name",
-    "torch_threads",
     "collision_threshold",
     "true_atoms",
     "birthday_support",
@@ -134,17 +132,6 @@ def ot_memory_bytes(n: int, m: int) -> int:
     return OT_BYTES_PER_ENTRY * int(n) * int(m)
 
 
-def _available_memory_bytes() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def _default_max_iter(n: int, m: int) -> int:
     # POT's default (1e5) is reached from n ~ 2000-4000 (measured: n = 4000, d = 20 needs between
     # 3e5 and 1e6 iterations). The cap only bounds a pathological run; a converging solve stops
@@ -190,7 +177,7 @@ def wasserstein_result(x: Any, y: Any, p: int = 1, *, max_iter: int | None = Non
     n, m = a.shape[0], b.shape[0]
     need = ot_memory_bytes(n, m)
     if max_memory_gb is None:
-        avail = _available_memory_bytes()
+        avail = available_memory_bytes()
         limit = avail // 2 if avail is not None else 8 * 2**30
     else:
         limit = int(max_memory_gb * 2**30)
@@ -431,23 +418,6 @@ class _LipschitzMLP(nn.Module):
                 lin.weight.div_(s)
 
 
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Temporarily run torch CPU ops on ``n`` threads (None: leave as is), restoring the old count.
-
-    Small critic steps are call-overhead bound; on this 2-core machine under load, 2 threads made
-    300 critic steps 13-22 s instead of 1 s on 1 thread (measured), so the critic uses 1.
-    """
-    old = torch.get_num_threads()
-    if n is not None and n != old:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != old:
-            torch.set_num_threads(old)
-
-
 def neural_net_distance(x: Any, y: Any, *, width: int = 64, depth: int = 2, steps: int = 300,
                         lr: float = 2e-3, train_fraction: float = 0.5, batch_size: int = 256,
                         threads: int | None = 1, generator: torch.Generator) -> NNDistanceResult:
@@ -470,7 +440,7 @@ def neural_net_distance(x: Any, y: Any, *, width: int = 64, depth: int = 2, step
         (0.5, 0.9); mini-batches of ``batch_size`` per side drawn from ``generator``, or full
         batches when smaller).
     threads : int or None
-        torch threads during the call (see :func:`torch_threads`); None keeps the current count.
+        torch threads during the call (see :func:`pfbench.system.torch_threads`); None keeps the current count.
     generator : torch.Generator
         Drives the split, the critic initialization and the batches.
 
@@ -509,8 +479,13 @@ def _train_critic(a: np.ndarray, b: np.ndarray, width: int, depth: int, steps: i
             for t in (lin.weight, lin.bias):
                 t.copy_((torch.rand(t.shape, generator=generator, dtype=torch.float64) * 2 - 1) * bound)
     critic.project_()
-    # Adam (betas 0.5, 0.9 as in WGAN critics) written out: torch.optim's constructor imports
-    # torch._dynamo, 2.7 s on first use here, more than the whole fast evaluation may take.
+    # Adam (betas 0.5, 0.9 as in WGAN critics) written out rather than torch.optim.Adam, measured with
+    # torch 2.13 CPU: (1) Adam(..., foreach=False) is not bit-identical to this loop (it updates the
+    # first moment with lerp_ and divides sqrt(v) by sqrt(1 - beta2^t) instead of taking sqrt(v / (1 -
+    # beta2^t))): the held-out gap moves in its last bits (relative 9e-16 at the default settings,
+    # 1.6e-14 at eval=fast), so every nn_dist in metrics.json would change; (2) its constructor still
+    # imports torch._dynamo on first use, 1.0 s in a fresh process (quiet machine), which an estimator
+    # run never imports otherwise; (3) warm, 300 default steps take 0.44 s here and 0.49 s with it.
     params = list(critic.parameters())
     m1 = [torch.zeros_like(q) for q in params]
     m2 = [torch.zeros_like(q) for q in params]
