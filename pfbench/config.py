@@ -37,12 +37,25 @@ class DataConfig:
     path: str | None = None  # data=file: the sample matrix
     key: str | None = None  # data=file: array name inside .npz / .pt
     family: str | None = None  # data=file: the family believed to have generated the samples
-    degree: int | None = None
-    rank: int | None = None
-    hidden: list[int] | None = None
-    bias: bool | None = None
-    output_relu: bool | None = None
     instance: InstanceConfig = field(default_factory=InstanceConfig)
+    # the family's own arguments (degree, rank, hidden, ...) come from its Args dataclass: data_schema()
+
+
+def data_schema(section: Any) -> type:
+    """DataConfig extended by the family's own arguments (``FAMILIES[name].Args``: degree, hidden, ...).
+
+    The family is ``data.name``, or ``data.family`` for data=file; a family without arguments (or an
+    unknown name, refused later with the list of families) leaves DataConfig as it is.
+    """
+    from dataclasses import fields, make_dataclass
+
+    from pfbench.families import FAMILIES
+
+    name = section.get("name", DataConfig.name) if section is not None else DataConfig.name
+    fam = FAMILIES.get(section.get("family") if name == "file" else name)
+    if fam is None or not fields(fam.Args):
+        return DataConfig
+    return make_dataclass(f"DataConfig_{fam.family}", [], bases=(DataConfig, fam.Args))
 
 
 @dataclass
@@ -164,7 +177,8 @@ def validate(cfg: DictConfig) -> DictConfig:
     _check(not unknown, f"unknown top-level config key(s) {unknown}; valid keys: {sorted(TOP_LEVEL - {'hydra'})}")
     out = OmegaConf.create({k: v for k, v in cfg.items() if k not in SCHEMAS and k != "hydra"})
     for group, schema in SCHEMAS.items():
-        out[group] = _merge(group, schema, cfg[group] if group in cfg else {})
+        section = cfg[group] if group in cfg else {}
+        out[group] = _merge(group, data_schema(section) if group == "data" else schema, section)
     d, m = out.data, out.model
     _check(isinstance(cfg.seed, int) and cfg.seed >= 0, f"seed={cfg.seed} must be an integer >= 0")
     _check(isinstance(cfg.threads, int) and cfg.threads >= 1, f"threads={cfg.threads} must be an integer >= 1")
@@ -176,11 +190,11 @@ def validate(cfg: DictConfig) -> DictConfig:
     _check(not (overwrite and resume in ("true", "auto")),
            f"resume={resume} and overwrite=true contradict each other: continue the run in the directory "
            f"(resume) or replace it (overwrite), not both")
+    from pfbench.families import FAMILIES
+
     _check(d.latent_dim >= 1, f"data.latent_dim={d.latent_dim} must be >= 1")
     if d.name == "file":
         _check(bool(d.path), "data=file needs data.path=/path/to/samples (.npy/.npz/.csv/.pt)")
-        from pfbench.families import FAMILIES
-
         _check(d.family is None or d.family in FAMILIES,
                f"data.family='{d.family}' is not one of {sorted(FAMILIES)} (or null)")
         _check(m.kind == "estimator" or m.generator == "mlp" or d.family is not None,
@@ -194,6 +208,9 @@ def validate(cfg: DictConfig) -> DictConfig:
     _check(d.n_test >= 2, f"data.n_test={d.n_test} must be >= 2 (held-out samples for the evaluation)")
     _check(d.n_val == 0 or d.n_val >= 2, f"data.n_val={d.n_val} must be 0 (no validation split) or >= 2")
     _check(d.instance.sigma >= 0, f"data.instance.sigma={d.instance.sigma} must be >= 0 (a noise level)")
+    fam = FAMILIES.get(d.family if d.name == "file" else d.name)
+    if fam is not None:
+        fam.Args.from_kwargs(d)  # the family's own ranges (data.degree >= 1, ...), one line each
     _check(m.kind in ("gan", "vae", "estimator"), f"model.kind='{m.kind}' must be gan, vae or estimator")
     if m.kind != "estimator":
         t = m.train

@@ -48,7 +48,7 @@ def load_truth(run_dir: str | Path) -> Pushforward | None:
     cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
     if cfg.data.name == "file":
         return None
-    from pfbench.train import make_truth
+    from pfbench.data import make_truth
 
     return make_truth(cfg)
 

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pfbench import CONF_DIR, ConfigError
 from pfbench.config import validate
-from pfbench.families import make_instance
+from pfbench.data import Data, family_kwargs, family_of, make_data
 from pfbench.io import check_writable, save_checkpoint, write_json, write_text
 from pfbench.rundir import (
     RunDirError,
@@ -39,58 +39,7 @@ from pfbench.rundir import (
     remove_stale_temps,
     verify_resume,
 )
-from pfbench.seeding import numpy_generator, torch_generator
-
-FAMILY_KEYS = ("degree", "rank", "hidden", "bias", "output_relu")
-
-
-def family_kwargs(d: DictConfig) -> dict[str, Any]:
-    return {k: (list(d[k]) if k == "hidden" else d[k]) for k in FAMILY_KEYS if d.get(k) is not None}
-
-
-def family_of(d: DictConfig) -> str | None:
-    """The family a generator or estimator should take: the data's, or data.family for data=file."""
-    return d.family if d.name == "file" else d.name
-
-
-def make_truth(cfg: DictConfig):
-    """The true pushforward of a (validated or saved) config: the seed's ``instance`` stream."""
-    d, inst = cfg.data, cfg.data.instance
-    return make_instance(d.name, d.latent_dim, d.out_dim, kind=inst.kind, sigma=inst.sigma, base=inst.base,
-                         path=inst.path, kappa=inst.get("kappa"), generator=torch_generator(cfg.seed, "instance"),
-                         **family_kwargs(d))
-
-
-class Data(NamedTuple):
-    """The true pushforward (None for the user's samples) and the three disjoint splits (float64)."""
-
-    truth: Any
-    x_train: torch.Tensor
-    x_val: torch.Tensor | None  # None when data.n_val = 0
-    x_test: torch.Tensor
-
-
-def make_data(cfg: DictConfig) -> Data:
-    """Train / validation / test samples, each from its own seeded stream (or carved from data=file).
-
-    Only the test split's final evaluation reads ``x_test``; every selection (checkpoint,
-    hyperparameters, early stop) reads ``x_val``.
-    """
-    d = cfg.data
-    if d.name == "file":
-        from pfbench.userdata import load_samples, split_samples
-
-        x = load_samples(d.path, d.key)
-        x_train, x_test, x_val = split_samples(
-            x, n_test=d.n_test, n_train=d.n_train, min_train=max(2, cfg.model.train.batch_size // 8),
-            generator=numpy_generator(cfg.seed, "file_split"), path=d.path, out_dim=d.out_dim, n_val=d.n_val)
-        d.out_dim = int(x.shape[1])
-        return Data(None, x_train, x_val, x_test)
-    truth = make_truth(cfg)
-    x_train = truth.sample_batched(d.n_train, torch_generator(cfg.seed, "train"))
-    x_test = truth.sample_batched(d.n_test, torch_generator(cfg.seed, "test"))
-    x_val = truth.sample_batched(d.n_val, torch_generator(cfg.seed, "val")) if d.n_val else None
-    return Data(truth, x_train, x_val, x_test)
+from pfbench.seeding import torch_generator
 
 
 def generator_record(g, family_name: str | None, kwargs: dict, mlp: dict | None = None) -> dict:
@@ -110,10 +59,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """
     t_start = time.perf_counter()
     raw = cfg
-    cfg = _absolute_paths(validate(cfg))
-    from pfbench.metrics.evaluate import resolve_eval_config
-
-    resolve_eval_config(cfg.eval, n_test=cfg.data.n_test)  # eval typos / oversized exact W fail now, not after training
+    cfg = _absolute_paths(validate(cfg))  # eval typos / oversized exact W fail here too, not after training
     check_writable(run_dir)
     with RunLock(run_dir):
         remove_stale_temps(run_dir)
@@ -138,41 +84,22 @@ def _absolute_paths(cfg: DictConfig) -> DictConfig:
 
 def _run_locked(cfg: DictConfig, raw: DictConfig, run_dir: Path, mode: str, t_start: float) -> dict:
     m, d = cfg.model, cfg.data
-    if m.kind == "estimator" and _is_multirun():
-        from pfbench.recovery import ESTIMATORS
-
-        fam = family_of(d)
-        if (m.name, fam) not in ESTIMATORS:  # a sweep's product hits it: not an error there
-            rec = {"method": m.name, "data": d.name, "seed": cfg.seed, "status": "skipped",
-                   "reason": f"+model={m.name} does not apply to data={fam}"}
-            _start_writing(cfg, raw, run_dir, mode)
-            write_json(run_dir / "metrics.json", rec)
-            return rec
+    skipped = _not_applicable(cfg)
+    if skipped is not None:  # a sweep's product hits it: recorded, not an error there
+        _start_writing(cfg, raw, run_dir, mode)
+        write_json(run_dir / "metrics.json", skipped)
+        return skipped
     torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda but no CUDA device is visible; use device=cpu")
-
     record: dict[str, Any] = {
         "method": m.name, "loss": m.loss, "generator": m.generator if m.kind != "estimator" else "estimator",
         "tuned": m.get("tuned"), "data": d.name, "latent_dim": d.latent_dim, "out_dim": d.out_dim,
         "n_train": d.n_train, "n_val": d.n_val, "seed": cfg.seed, "status": "running", "reason": None, "steps": 0,
     }
-    timing: dict[str, float] = {}
-    est = data = state = failure = None
-    try:
-        # Identifiability and problem-size refusals come from the constructor: before any sampling
-        # whenever out_dim is known up front (data=file learns it from the file).
-        est = _make_estimator(cfg) if m.kind == "estimator" and d.out_dim is not None else None
-        data = make_data(cfg)
-        if m.kind == "estimator" and est is None:
-            est = _make_estimator(cfg)
-    except ConfigError:
-        raise
-    except Exception as e:  # a numerical failure while sampling: recorded below, the sweep goes on
-        if mode == "resume":
-            raise  # the previous run's fingerprint cannot be checked: leave its directory alone
-        failure = e
+    est, data, failure = _prepare(cfg, mode)
+    state = None
     if mode == "resume":
         state = verify_resume(run_dir, cfg)
         if state is None:  # nothing to continue (an estimator, or killed before its first checkpoint)
@@ -183,15 +110,17 @@ def _run_locked(cfg: DictConfig, raw: DictConfig, run_dir: Path, mode: str, t_st
 
     sweep = Path(HydraConfig.get().sweep.dir).name if _is_multirun() else None
     tracker = Tracker(cfg, run_dir, name=run_dir.name, group=sweep, job_type=m.name, resume=state is not None)
+    timing: dict[str, float] = {}
     try:
         if failure is not None:
             raise failure
         record["out_dim"], record["n_train"] = d.out_dim, int(data.x_train.shape[0])
         if m.kind == "estimator":
-            fitted = _fit_estimator(cfg, est, data, record, timing, run_dir)
+            fitted, t = _fit_estimator(cfg, est, data, record, run_dir)
         else:
-            fitted = _train_generator(cfg, data, record, timing, run_dir, device, tracker, state)
-        _evaluate_all(cfg, fitted, data, record, timing)
+            fitted, t = _train_generator(cfg, data, record, run_dir, device, tracker, state)
+        timing.update(t)
+        timing.update(_evaluate_all(cfg, fitted, data, record))
         if fitted.history or fitted.evals:
             write_json(run_dir / "history.json", {"train": fitted.history, "eval": fitted.evals})
         if cfg.plots:
@@ -209,6 +138,42 @@ def _run_locked(cfg: DictConfig, raw: DictConfig, run_dir: Path, mode: str, t_st
     tracker.finish({k: v for k, v in record.items() if k != "timing"} | {"timing": timing},
                    exit_code=0 if record["status"] != "failed" else 1)
     return record
+
+
+def _not_applicable(cfg: DictConfig) -> dict | None:
+    """The skipped record of an estimator on a family it does not apply to, inside a sweep (else None:
+    a single run with that combination is a configuration error, raised when the estimator is made)."""
+    m = cfg.model
+    if m.kind != "estimator" or not _is_multirun():
+        return None
+    from pfbench.recovery import ESTIMATORS
+
+    fam = family_of(cfg.data)
+    if (m.name, fam) in ESTIMATORS:
+        return None
+    return {"method": m.name, "data": cfg.data.name, "seed": cfg.seed, "status": "skipped",
+            "reason": f"+model={m.name} does not apply to data={fam}"}
+
+
+def _prepare(cfg: DictConfig, mode: str) -> tuple[Any, Data | None, Exception | None]:
+    """The estimator (checked before any sampling) and the data; a numerical failure while sampling is
+    returned, to be recorded once the run directory may be written (a resumed run re-raises it)."""
+    est = data = None
+    try:
+        # Identifiability and problem-size refusals (est.validate()) come before any sampling
+        # whenever out_dim is known up front (data=file learns it from the file).
+        if cfg.model.kind == "estimator" and cfg.data.out_dim is not None:
+            est = _make_estimator(cfg)
+        data = make_data(cfg)
+        if cfg.model.kind == "estimator" and est is None:
+            est = _make_estimator(cfg)
+    except ConfigError:
+        raise
+    except Exception as e:
+        if mode == "resume":
+            raise  # the previous run's fingerprint cannot be checked: leave its directory alone
+        return est, data, e
+    return est, data, None
 
 
 def _start_writing(cfg: DictConfig, raw: DictConfig, run_dir: Path, mode: str) -> None:
@@ -259,20 +224,24 @@ class Fitted(NamedTuple):
 
 
 def _make_estimator(cfg: DictConfig):
+    """The configured estimator, its refusals (identifiability, problem size) already checked."""
     from pfbench.recovery import make_estimator
 
     m, d = cfg.model, cfg.data
-    return make_estimator(m.name, family_of(d) or "file", latent_dim=d.latent_dim, out_dim=d.out_dim, seed=cfg.seed,
-                          family_kwargs=family_kwargs(d), params=OmegaConf.to_container(m.params, resolve=True))
+    est = make_estimator(m.name, family_of(d) or "file", latent_dim=d.latent_dim, out_dim=d.out_dim, seed=cfg.seed,
+                         family_kwargs=family_kwargs(d), params=OmegaConf.to_container(m.params, resolve=True))
+    est.validate()
+    return est
 
 
-def _fit_estimator(cfg: DictConfig, est, data: Data, record: dict, timing: dict, run_dir: Path) -> Fitted:
+def _fit_estimator(cfg: DictConfig, est, data: Data, record: dict, run_dir: Path) -> tuple[Fitted, dict]:
+    """Fit an estimator; its info_ goes to record["fit"] and the returned timings (``fit_*_time_s``)."""
     t0 = time.perf_counter()
     est.fit(data.x_train.numpy())
-    timing["fit_time_s"] = time.perf_counter() - t0
-    info = dict(est.info_)
-    timing.update({(k if k.startswith("fit") else f"fit_{k}"): v for k, v in info.items() if k.endswith("time_s")})
-    record["fit"] = {k: v for k, v in info.items() if not k.endswith("time_s")}
+    timing = {"fit_time_s": time.perf_counter() - t0}
+    info, est_timing = pop_timings(dict(est.info_))
+    timing.update({(k if k.startswith("fit") else f"fit_{k}"): v for k, v in est_timing.items()})
+    record["fit"] = info
     if hasattr(est, "extra_metrics") and data.truth is not None:
         record["fit"].update(est.extra_metrics(data.truth, data.x_train.numpy()))
     if "converged" not in info:
@@ -285,16 +254,24 @@ def _fit_estimator(cfg: DictConfig, est, data: Data, record: dict, timing: dict,
         record["reason"] = str(info.get("warning") or info.get("convergence") or "the estimator did not converge")
     save_checkpoint(run_dir / "generator.pt", generator_record(est.pushforward_, family_of(cfg.data),
                                                                family_kwargs(cfg.data)))
-    return Fitted(est.pushforward_, [], [])
+    return Fitted(est.pushforward_, [], []), timing
+
+
+def pop_timings(d: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
+    """Split a result dict into its values and its durations: the keys ending in ``_time_s`` (the
+    naming rule of estimators' ``info_``, of :func:`pfbench.metrics.evaluate.evaluate` and of the
+    downstream tasks), which belong in metrics.json's ``timing``, not beside the results."""
+    times = {k: d[k] for k in d if k.endswith("_time_s")}
+    return {k: v for k, v in d.items() if k not in times}, times
 
 
 def _param_error_recorder(cfg: DictConfig, truth):
     """The parameter error against the truth, for the record of periodic evaluations (never selection)."""
     if truth is None:
         return None
-    from pfbench.metrics.evaluate import _param_error_block, resolve_eval_config
+    from pfbench.metrics.evaluate import _param_error_block
 
-    pe_cfg = resolve_eval_config(cfg.eval)["param_error"]
+    pe_cfg = cfg.eval.param_error  # validated with the config
     if not pe_cfg["enabled"]:
         return None
 
@@ -305,8 +282,9 @@ def _param_error_recorder(cfg: DictConfig, truth):
     return record
 
 
-def _train_generator(cfg: DictConfig, data: Data, record: dict, timing: dict, run_dir: Path, device, tracker,
-                     state: dict | None = None) -> Fitted:
+def _train_generator(cfg: DictConfig, data: Data, record: dict, run_dir: Path, device, tracker,
+                     state: dict | None = None) -> tuple[Fitted, dict]:
+    """Train a learned generator (with periodic evaluation and selection when configured)."""
     from pfbench.models import build_trainer
     from pfbench.selection import Monitor, ValidationStatistics
     from pfbench.training import train
@@ -329,7 +307,7 @@ def _train_generator(cfg: DictConfig, data: Data, record: dict, timing: dict, ru
                 resume=state is not None, state=state, progress=cfg.progress, desc=f"{m.name}/{d.name}",
                 on_log=tracker.log, monitor=monitor, on_eval=tracker.log_eval)
     model = trainer.generator.cpu()
-    timing["train_time_s"] = res.train_time_s
+    timing = {"train_time_s": res.train_time_s}
     if monitor is not None:
         timing["periodic_eval_time_s"] = monitor.eval_time_s
     record.update(status=res.status, steps=res.steps, reason=res.reason,
@@ -343,11 +321,12 @@ def _train_generator(cfg: DictConfig, data: Data, record: dict, timing: dict, ru
         save_checkpoint(run_dir / "generator.pt", generator_record(model, fam, fkw, mlp))
         if selected is not None:
             save_checkpoint(run_dir / "generator_selected.pt", generator_record(selected, fam, fkw, mlp))
-    return Fitted(model, res.history, res.evals, selected, ema, monitor)
+    return Fitted(model, res.history, res.evals, selected, ema, monitor), timing
 
 
-def _evaluate_all(cfg: DictConfig, fitted: Fitted, data: Data, record: dict, timing: dict) -> None:
-    """The shared evaluation on the test split (read here only) of the final, selected and EMA models.
+def _evaluate_all(cfg: DictConfig, fitted: Fitted, data: Data, record: dict) -> dict[str, float]:
+    """The shared evaluation on the test split (read here only) of the final, selected and EMA models;
+    returns the timings.
 
     ``objective`` (what the entry point returns to a hyperparameter search) is the validation
     statistic of the selected checkpoint, or of the final model when there is no selection.
@@ -355,6 +334,7 @@ def _evaluate_all(cfg: DictConfig, fitted: Fitted, data: Data, record: dict, tim
     from pfbench.metrics.evaluate import evaluate
     from pfbench.selection import ValidationStatistics
 
+    timing: dict[str, float] = {}
     if fitted.monitor is not None and fitted.monitor.eval_every is not None:
         record["selection"] = fitted.monitor.summary()
         record["objective"] = record["selection"]["value"]
@@ -364,7 +344,7 @@ def _evaluate_all(cfg: DictConfig, fitted: Fitted, data: Data, record: dict, tim
         record["objective"] = vals[cfg.model.train.select_by]
     if record["status"] == "diverged":
         record["metrics"] = {"eval_status": f"skipped: run diverged ({record['reason']})"}
-        return
+        return timing
     # the selected checkpoint is often the final generator itself (raw, last step): the same parameters
     # give the same numbers, so it is not evaluated twice
     best = fitted.monitor.best if fitted.monitor is not None else None
@@ -376,46 +356,46 @@ def _evaluate_all(cfg: DictConfig, fitted: Fitted, data: Data, record: dict, tim
             record[key] = {k: v for k, v in record["metrics"].items() if not k.startswith(("inversion_", "cs_"))}
             continue
         t0 = time.perf_counter()
-        metrics = evaluate(model, data.x_test, truth=data.truth, cfg=cfg.eval, seed=cfg.seed, progress=cfg.progress)
+        metrics, eval_timing = pop_timings(evaluate(model, data.x_test, truth=data.truth, cfg=cfg.eval, seed=cfg.seed,
+                                                    progress=cfg.progress))
         suffix = "" if key == "metrics" else key[len("metrics"):]
         timing[f"eval{suffix}_time_s"] = time.perf_counter() - t0
-        for k in [k for k in metrics if k.endswith("time_s")]:
-            v = metrics.pop(k)
-            if key == "metrics":
-                timing[k] = v
         if key == "metrics":
-            metrics.update(run_tasks(cfg, model, data.truth, timing))
+            timing.update(eval_timing)
+            tasks, task_timing = run_tasks(cfg, model, data.truth)
+            metrics.update(tasks)
+            timing.update(task_timing)
         record[key] = metrics
+    return timing
 
 
-def run_tasks(cfg: DictConfig, model, truth, timing: dict) -> dict[str, Any]:
-    """Downstream tasks (tasks.*): inversion of the generator, compressed sensing through it."""
+def run_tasks(cfg: DictConfig, model, truth) -> tuple[dict[str, Any], dict[str, float]]:
+    """Downstream tasks (tasks.*) on the fitted generator: its inversion (the task itself says when the
+    generator is not a ReLU net) and compressed sensing through it. Returns (results, timings)."""
     out: dict[str, Any] = {}
+    timing: dict[str, float] = {}
     inv, cs = cfg.tasks.inversion, cfg.tasks.compressed_sensing
     if inv.enabled:
-        from pfbench.families import DeepReLUPushforward, OneLayerReLUPushforward
+        from pfbench.tasks.inversion import inversion_task
 
-        if isinstance(model, (DeepReLUPushforward, OneLayerReLUPushforward)):
-            from pfbench.recovery.inversion import inversion_task
-
-            t0 = time.perf_counter()
-            out.update(inversion_task(model, n=inv.n, seed=cfg.seed, noise_std=inv.noise_std, method=inv.method))
+        t0 = time.perf_counter()
+        res, _ = pop_timings(inversion_task(model, n=inv.n, seed=cfg.seed, noise_std=inv.noise_std,
+                                            method=inv.method))
+        out.update(res)
+        if not str(res.get("inversion_status", "")).startswith("skipped"):
             timing["inversion_time_s"] = time.perf_counter() - t0
-        else:
-            out["inversion_status"] = f"skipped: {type(model).__name__} is not a ReLU generator"
     if cs.enabled:
         if truth is None:
             out["cs_status"] = "skipped: no true distribution to draw signals from (data=file)"
         else:
-            from pfbench.recovery.compressed_sensing import compressed_sensing_task
+            from pfbench.tasks.compressed_sensing import compressed_sensing_task
 
-            t0 = time.perf_counter()
-            out.update(compressed_sensing_task(model, truth, ms=list(cs.ms), n=cs.n, seed=cfg.seed,
-                                               noise_std=cs.noise_std, restarts=cs.restarts, steps=cs.steps))
-            timing["cs_time_s"] = time.perf_counter() - t0
-    for k in [k for k in out if "time" in k]:
-        timing[k] = out.pop(k)
-    return out
+            res, task_timing = pop_timings(compressed_sensing_task(
+                model, truth, ms=list(cs.ms), n=cs.n, seed=cfg.seed, noise_std=cs.noise_std,
+                restarts=cs.restarts, steps=cs.steps))
+            out.update(res)
+            timing.update(task_timing)
+    return out, timing
 
 
 def _plots(cfg, run_dir: Path, model, x_test, history, evals, record, tracker) -> None:

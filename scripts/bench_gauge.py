@@ -34,7 +34,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pfbench.families import make_instance  # noqa: E402
-from pfbench.metrics.gauge import quadratic_gauge_align  # noqa: E402
+from pfbench.families.quadratic import quadratic_gauge_align  # noqa: E402
 from pfbench.seeding import numpy_generator, torch_generator  # noqa: E402
 
 CONTENDERS = {"previous (5, unscreened)": dict(restarts=5, screen=1),

@@ -61,7 +61,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pfbench.families import make_instance  # noqa: E402
-from pfbench.metrics.gauge import quadratic_gauge_error  # noqa: E402
+from pfbench.families.quadratic import quadratic_gauge_error  # noqa: E402
 from pfbench.recovery.moments import _ThirdMoment, mean_cov, moment_summary, third_moment_projected  # noqa: E402
 from pfbench.recovery.quadratic import QuadraticMomentEstimator  # noqa: E402
 from pfbench.recovery.quadratic_moments import population_summary, sym_dim  # noqa: E402

@@ -46,7 +46,7 @@ def one_fit(job: tuple[str, float, int, str]) -> dict:
     """Fit one (panel, value, seed, solver) point; returns the metrics and the fit time."""
     import torch
 
-    from pfbench.families.relu_instances import wds_instance
+    from pfbench.families.relu import wds_instance
     from pfbench.recovery.relu_estimator import ReLUMomentEstimator
     from pfbench.seeding import torch_generator
 

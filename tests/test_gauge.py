@@ -11,15 +11,11 @@ import scipy.optimize
 import torch
 
 from pfbench import ConfigError
-from pfbench.families import build_family
-from pfbench.metrics.gauge import (
-    deep_relu_gauge_error,
-    parameter_error,
-    polynomial_gauge_error,
-    quadratic_gauge_align,
-    quadratic_gauge_error,
-    relu_gauge_error,
-)
+from pfbench.families import build_family, parameter_error
+from pfbench.families.polynomial import polynomial_gauge_error
+from pfbench.families.quadratic import quadratic_gauge_align, quadratic_gauge_error
+from pfbench.families.relu import relu_gauge_error
+from pfbench.families.relu_deep import deep_relu_gauge_error
 from tests.references import brute_force_gauge_error_r2
 
 
@@ -375,8 +371,7 @@ def test_deep_relu_unrelated_nets_and_architecture_check():
 
 @pytest.mark.parametrize("restarts", [1, 5])
 def test_quadratic_parameter_error_says_how_many_starts_reached_it(restarts):
-    from pfbench.families import make_instance
-    from pfbench.metrics.gauge import parameter_error
+    from pfbench.families import make_instance, parameter_error
     from pfbench.seeding import torch_generator
 
     truth = make_instance("quadratic", 4, 12, generator=torch_generator(0, "instance")).params()

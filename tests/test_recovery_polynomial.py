@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from pfbench import ConfigError
-from pfbench.families import make_instance
-from pfbench.metrics.gauge import parameter_error
+from pfbench.families import make_instance, parameter_error
 from pfbench.recovery.polynomial import (
     PolynomialMomentEstimator,
     PolynomialMoments,

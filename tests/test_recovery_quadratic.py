@@ -11,7 +11,7 @@ import torch
 
 from pfbench import ConfigError
 from pfbench.families import make_instance
-from pfbench.metrics.gauge import quadratic_gauge_error
+from pfbench.families.quadratic import quadratic_gauge_error
 from pfbench.recovery import make_estimator
 from pfbench.recovery.quadratic import QuadraticMomentEstimator
 from pfbench.recovery.quadratic_moments import (

@@ -11,7 +11,7 @@ import torch
 
 from pfbench import ConfigError
 from pfbench.families import make_instance
-from pfbench.metrics.gauge import quadratic_gauge_error
+from pfbench.families.quadratic import quadratic_gauge_error
 from pfbench.recovery.moments import MomentSummary
 from pfbench.recovery.quadratic_moments import population_summary
 from pfbench.recovery.sos import SoSQuadraticEstimator, _monomials, sos_size

@@ -14,8 +14,7 @@ from scipy.optimize import minimize
 from scipy.special import log_ndtr
 
 from pfbench import CONF_DIR, ConfigError
-from pfbench.families.relu import OneLayerReLUPushforward
-from pfbench.families.relu_instances import wds_instance, wds_singular_values
+from pfbench.families.relu import OneLayerReLUPushforward, wds_instance, wds_singular_values
 from pfbench.recovery import make_estimator
 from pfbench.recovery.relu_estimator import (
     V1_BOUNDS,

@@ -26,7 +26,7 @@ def _no_timing(rec: dict) -> dict:
 
 
 def test_synthetic_splits_are_disjoint_seeded_streams():
-    from pfbench.train import make_data
+    from pfbench.data import make_data
 
     cfg = validate(compose_cfg(["+model=wgan", "data.n_train=300", "data.n_val=200", "data.n_test=100"]))
     a, b = make_data(cfg), make_data(cfg)
@@ -216,8 +216,8 @@ def test_user_data_selects_on_rows_carved_from_the_file(tmp_path):
 
 @pytest.mark.parametrize("eval_every", [3, 12])  # 12: one evaluation, so the selection is the final generator
 def test_selected_metrics_are_the_evaluation_of_the_saved_selected_generator(eval_every, tmp_path):
+    from pfbench.data import make_data
     from pfbench.metrics.evaluate import evaluate
-    from pfbench.train import make_data
 
     ov = ["+model=wgan", *SMALL, f"model.train.eval_every={eval_every}"]
     rec = run_inprocess(ov, tmp_path)

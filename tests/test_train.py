@@ -204,8 +204,8 @@ def test_every_experiment_config_composes_and_validates(experiment):
 
 @pytest.mark.parametrize("gen", ["family", "mlp"])
 def test_generator_reloads_from_run_dir_and_serves_downstream_tasks(gen, tmp_path):
+    from pfbench.data import make_data
     from pfbench.runs import load_generator, load_truth, main
-    from pfbench.train import make_data
 
     ov = ["+model=vae", "data=relu_deep", "data.latent_dim=3", "data.hidden=[8]", "data.out_dim=20", *TINY,
           f"model.generator={gen}", "model.generator_mlp.width=9"]

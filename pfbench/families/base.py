@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -11,17 +14,98 @@ from torch import nn
 from pfbench import ConfigError
 
 
+@dataclass
+class FamilyArgs:
+    """A family's constructor arguments beyond latent_dim and out_dim (``data.<field>`` in the config).
+
+    Each family subclasses it with its own fields and defaults (``degree``, ``rank``, ``hidden``, ...);
+    the config validates ``data.*`` against it (unknown keys and wrong types are refused by
+    OmegaConf, ranges by :meth:`check`). This base has no fields.
+    """
+
+    def check(self) -> None:
+        """Raise a one-line :class:`pfbench.ConfigError` naming ``data.<field>`` for a value out of range."""
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any]) -> FamilyArgs:
+        """The checked arguments from a mapping: this family's keys that are set (not None); others are ignored."""
+        args = cls(**{k: kwargs[k] for k in cls.names() if kwargs.get(k) is not None})
+        args.check()
+        return args
+
+    def given(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.names()}
+
+
 class Pushforward(nn.Module):
     """A distribution x = F(z), z ~ N(0, I_latent_dim), with F a torch module.
 
     Subclasses define ``forward(z)`` (shape ``(n, latent_dim) -> (n, out_dim)``) and
     ``params()`` (the named parameters that the gauge-aligned error compares). The same
     class serves as the frozen ground truth and as a well-specified trainable generator.
+
+    A family (a registered subclass, :data:`pfbench.families.FAMILIES`) also owns what is known
+    about it: ``Args`` (its constructor arguments as a :class:`FamilyArgs` dataclass),
+    :meth:`aligned_error` (its parameter error modulo its symmetry group), :meth:`architecture_mismatch`
+    (whether another generator has its form and shape), ``recipes`` (instance kinds beyond
+    random / smoothed / file) and ``is_relu_net`` (downstream tasks that need ReLU layers ask it).
     """
 
     family: str = "pushforward"
     latent_dim: int
     out_dim: int
+    Args: ClassVar[type[FamilyArgs]] = FamilyArgs
+    #: extra ``data.instance.kind`` recipes: kind -> function(latent_dim, out_dim, *, generator, kappa, dtype)
+    recipes: ClassVar[dict[str, Callable[..., Pushforward]]] = {}
+    #: a ReLU network whose layers the inversion task can read (``layers`` or ``W``/``b``)
+    is_relu_net: ClassVar[bool] = False
+    #: arguments the aligned error reads that ``params()`` does not carry (e.g. the degree)
+    aligned_error_needs: ClassVar[tuple[str, ...]] = ()
+
+    def family_args(self) -> FamilyArgs:
+        """This instance's constructor arguments (beyond its dimensions)."""
+        return self.Args(**{k: getattr(self, k) for k in self.Args.names()})
+
+    @classmethod
+    def aligned_error(cls, true: Mapping[str, Any], est: Mapping[str, Any], *, args: FamilyArgs,
+                      restarts: int, seed: int) -> dict[str, Any]:
+        """Parameter error of ``est`` against ``true`` (both as :meth:`params` returns them) modulo the
+        family's symmetry group: ``param_error`` (relative, all parameters) and family-specific
+        ``param_error_*`` keys. ``restarts`` and ``seed`` drive non-convex searches over the group."""
+        raise ConfigError(f"no aligned parameter error is defined for family '{cls.family}'")
+
+    def architecture_mismatch(self, other: Pushforward) -> str | None:
+        """Why ``other`` cannot be compared parameter by parameter with this instance, or None."""
+        if type(other) is not type(self):
+            return f"the generator ({type(other).__name__}) is not in the true family ({type(self).__name__})"
+        why = self._args_mismatch(other)
+        if why is not None:
+            return why
+        if other.latent_dim != self.latent_dim or other.out_dim != self.out_dim:
+            return (f"(latent_dim, out_dim) differ: ({other.latent_dim}, {other.out_dim}) vs "
+                    f"({self.latent_dim}, {self.out_dim})")
+        return None
+
+    @classmethod
+    def _require(cls, true: Mapping[str, Any], est: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+        """ConfigError unless both parameter mappings hold ``keys``."""
+        for tag, p in (("true", true), ("estimated", est)):
+            missing = [k for k in keys if k not in p]
+            if missing:
+                raise ConfigError(f"{cls.family}: {tag} parameters lack {missing}; expected keys {list(keys)}")
+
+    def _args_mismatch(self, other: Pushforward) -> str | None:
+        """A family-specific architecture difference (degree, widths, ...) of a same-class ``other``."""
+        return None
+
+    def param_error(self, est: Pushforward, *, restarts: int = 5, seed: int = 0) -> dict[str, Any]:
+        """:meth:`aligned_error` of a generator of this family against this instance as the truth."""
+        return type(self).aligned_error(self.params(), est.params(), args=self.family_args(),
+                                        restarts=restarts, seed=seed)
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         p = next(self.parameters())
@@ -67,6 +151,20 @@ class Pushforward(nn.Module):
 
     def reset_random_(self, generator: torch.Generator) -> Pushforward:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def random_symmetry_(self, generator: torch.Generator) -> torch.Tensor:  # pragma: no cover - abstract
+        """Apply a random element of the family's symmetry group to the parameters, in place.
+
+        Returns the latent rotation R (latent_dim x latent_dim, orthogonal) with F_new(z) = F_old(R z)
+        for every z: the distribution of x is unchanged, and the aligned error between the two is 0.
+        """
+        raise NotImplementedError
+
+
+def random_rotation(k: int, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """A Haar-random element of O(k) (QR of a Gaussian matrix with the sign fix)."""
+    q, r = torch.linalg.qr(torch.randn(k, k, generator=generator, dtype=torch.float64))
+    return (q * torch.sign(torch.diagonal(r))).to(dtype)
 
     def extra_repr(self) -> str:
         return f"latent_dim={self.latent_dim}, out_dim={self.out_dim}"

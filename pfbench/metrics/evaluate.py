@@ -6,7 +6,7 @@ between G's samples and the true sample, ``<metric>_floor`` the same distance, a
 sizes, between an independent true sample and the same true sample. A generator is
 distinguishable from the truth at this sample size only where ``<metric>`` clearly exceeds
 ``<metric>_floor``. When G is in the true family, the gauge-aligned parameter error is added
-(:mod:`pfbench.metrics.gauge`).
+(each family's ``aligned_error``, :mod:`pfbench.families`).
 
 Every distance is one entry of :data:`REGISTRY` (:class:`Distance`: its function, its settings
 dataclass, its record key). Settings come from the ``eval=`` config group
@@ -33,7 +33,6 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from pfbench import ConfigError
 from pfbench.families.base import Pushforward
 from pfbench.metrics import distances as D
-from pfbench.metrics.gauge import GAUGE_FAMILIES, parameter_error
 from pfbench.seeding import numpy_generator, torch_generator
 from pfbench.system import available_memory_bytes
 
@@ -461,27 +460,11 @@ def _param_error_block(model: Pushforward, truth: Pushforward | None, cfg: dict,
         return {"param_error": None, "param_error_status": "disabled (eval.param_error.enabled=false)"}
     if truth is None:
         return {"param_error": None, "param_error_status": "skipped: no true parameters (user data)"}
-    if type(model) is not type(truth) or getattr(truth, "family", None) not in GAUGE_FAMILIES:
-        return {"param_error": None,
-                "param_error_status": f"skipped: the generator ({type(model).__name__}) is not in the true "
-                                      f"family ({type(truth).__name__})"}
-    family = truth.family
-    same_bias = [lin.bias is None for lin in getattr(model, "layers", [])] == \
-        [lin.bias is None for lin in getattr(truth, "layers", [])]
-    if family == "relu_deep" and (model.widths != truth.widths or not same_bias):
-        return {"param_error": None,
-                "param_error_status": f"skipped: architectures differ ({model.widths} vs {truth.widths})"}
-    if family == "polynomial" and model.degree != truth.degree:
-        return {"param_error": None,
-                "param_error_status": f"skipped: degrees differ ({model.degree} vs {truth.degree})"}
-    if model.latent_dim != truth.latent_dim or model.out_dim != truth.out_dim:
-        return {"param_error": None,
-                "param_error_status": f"skipped: (latent_dim, out_dim) differ: ({model.latent_dim}, "
-                                      f"{model.out_dim}) vs ({truth.latent_dim}, {truth.out_dim})"}
+    why = truth.architecture_mismatch(model)
+    if why is not None:
+        return {"param_error": None, "param_error_status": f"skipped: {why}"}
     try:
-        out: dict[str, Any] = parameter_error(family, truth.params(), model.params(),
-                                              restarts=cfg["restarts"], seed=seed,
-                                              degree=getattr(truth, "degree", None))
+        out: dict[str, Any] = truth.param_error(model, restarts=cfg["restarts"], seed=seed)
     except ConfigError as e:  # e.g. non-finite fitted parameters: recorded, never a number
         return {"param_error": None, "param_error_status": f"failed: {e}"}
     out["param_error_status"] = "ok"

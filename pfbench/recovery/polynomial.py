@@ -527,9 +527,9 @@ class PolynomialMomentEstimator:
     # -----------------------------------------------------------------------------------------
     def extra_metrics(self, truth: Pushforward, X: Any = None) -> dict[str, Any]:
         """The oracle: the same moment matching started at the true (lam, v), gauge-aligned error of
-        both (via :func:`pfbench.metrics.gauge.parameter_error`). ``X`` is unused (moments are kept).
+        both (via :func:`pfbench.families.parameter_error`). ``X`` is unused (moments are kept).
         """
-        from pfbench.metrics.gauge import parameter_error
+        from pfbench.families import parameter_error
 
         if not self.oracle:
             return {}

@@ -29,10 +29,9 @@ import torch
 
 from pfbench import ConfigError
 from pfbench.families.base import Pushforward
-from pfbench.families.quadratic import QuadraticPushforward
 
 # Imported with the module (it pulls in scipy, ~1 s cold), not inside fit(), so fit_time_s is fit work.
-from pfbench.metrics.gauge import quadratic_gauge_error
+from pfbench.families.quadratic import QuadraticPushforward, quadratic_gauge_error
 from pfbench.recovery.moments import DEFAULT_CHUNK, MomentSummary, moment_summary
 from pfbench.recovery.quadratic_moments import (
     MomentLoss,
