@@ -19,6 +19,7 @@ from pfbench.families.polynomial import LowRankPolynomialPushforward
 from pfbench.families.quadratic import QuadraticPushforward, sym
 from pfbench.families.relu import OneLayerReLUPushforward
 from pfbench.families.relu_deep import DeepReLUPushforward
+from pfbench.families.sigmoid import SigmoidPushforward
 
 #: family name (the ``data=`` option) -> class. One line per family.
 FAMILIES: dict[str, type[Pushforward]] = {
@@ -26,6 +27,7 @@ FAMILIES: dict[str, type[Pushforward]] = {
     "polynomial": LowRankPolynomialPushforward,
     "relu": OneLayerReLUPushforward,
     "relu_deep": DeepReLUPushforward,
+    "sigmoid": SigmoidPushforward,
 }
 
 
