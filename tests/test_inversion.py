@@ -125,3 +125,17 @@ def test_bad_inputs() -> None:
         invert_layerwise(G, noisy, noise="realizable")
     with pytest.raises(ConfigError, match="method='sgd'"):
         inversion_task(G, n=2, seed=0, method="sgd")
+
+
+def test_inversion_task_skips_a_generator_that_is_not_a_relu_net() -> None:
+    # the generator says whether the task applies (Pushforward.is_relu_net); no sampling, no LP, no
+    # argument checks: the status the entry point wrote when it made this decision itself
+    Q = make_instance("quadratic", 2, 4, generator=torch_generator(0, "instance"))
+    assert Q.is_relu_net is False
+    skipped = "skipped: QuadraticPushforward is not a ReLU generator"
+    assert inversion_task(Q, n=3, seed=0) == {"inversion_status": skipped}
+    assert inversion_task(Q, n=0, seed=0, method="sgd") == {"inversion_status": skipped}
+    assert inversion_task(MLPGenerator(3, 5), n=3, seed=0, method="gd") == {
+        "inversion_status": "skipped: MLPGenerator is not a ReLU generator"}
+    assert _net(3, [10], 20).is_relu_net
+    assert make_instance("relu", 3, 8, generator=torch_generator(0, "instance")).is_relu_net

@@ -19,7 +19,8 @@ off takes about half the iterations on these dense, well-scaled Gaussian matrice
 on 20-100-500).
 
 Also: :func:`invert_gd`, the baseline (Adam on ||G(z) - x||^2 from random restarts), and
-:func:`inversion_task`, the evaluation task (relative latent error on fresh samples of G).
+:func:`inversion_task`, the evaluation task (relative latent error on fresh samples of G; skipped for a
+generator that is not a ReLU net).
 """
 
 from __future__ import annotations
@@ -257,7 +258,7 @@ def invert_gd(G: nn.Module, x: torch.Tensor | np.ndarray, *, restarts: int = 5, 
 # evaluation task
 # ----------------------------------------------------------------------------------------------------
 def inversion_task(G: nn.Module, *, n: int, seed: int, noise_std: float = 1e-6, method: str = "lp",
-                   tau: float | None = None, restarts: int = 5, steps: int = 1000) -> dict[str, float]:
+                   tau: float | None = None, restarts: int = 5, steps: int = 1000) -> dict[str, Any]:
     r"""Relative latent error ||z - z_hat|| / ||z|| of inverting G on n fresh samples x = G(z) + noise.
 
     z ~ N(0, I) comes from G itself with ``torch_generator(seed, "inversion")``, then the Gaussian noise
@@ -267,7 +268,13 @@ def inversion_task(G: nn.Module, *, n: int, seed: int, noise_std: float = 1e-6, 
 
     Returns flat keys ``inversion_rel_error_{median,p90,mean}``, ``inversion_success_rate`` (fraction with
     latent error <= 1e-3), ``inversion_output_rel_error_median``, ``inversion_time_per_sample_s``.
+
+    The generator says whether the task applies: unless ``G.is_relu_net`` (a class attribute of the
+    families; absent counts as False) it returns only ``{"inversion_status": "skipped: ..."}``, before
+    checking the other arguments or doing any work.
     """
+    if not getattr(G, "is_relu_net", False):
+        return {"inversion_status": f"skipped: {type(G).__name__} is not a ReLU generator"}
     if method not in {"lp", "gd"}:
         raise ConfigError(f"inversion method='{method}' is not one of lp, gd")
     if int(n) < 1:
