@@ -32,8 +32,12 @@ def load_generator(run_dir: str | Path) -> Pushforward:
     if not path.exists():
         raise ConfigError(f"{path} does not exist: the run did not finish (see its metrics.json status)")
     rec = load_checkpoint(path)
+    from pfbench.baselines import PUSHFORWARDS
+
     if rec["family"] == "mlp":
         g: Pushforward = MLPGenerator(rec["latent_dim"], rec["out_dim"], **rec["kwargs"])
+    elif rec["family"] in PUSHFORWARDS:  # a reference method's sample (memorized rows, a Gaussian)
+        g = PUSHFORWARDS[rec["family"]](rec["latent_dim"], rec["out_dim"], **rec["kwargs"])
     else:
         g = build_family(rec["family"], rec["latent_dim"], rec["out_dim"], **rec["kwargs"])
     g.load_state_dict(rec["state_dict"])

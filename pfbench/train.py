@@ -44,6 +44,8 @@ from pfbench.seeding import torch_generator
 
 def generator_record(g, family_name: str | None, kwargs: dict, mlp: dict | None = None) -> dict:
     """What ``pfbench.runs.load_generator`` needs to rebuild the fitted generator."""
+    if hasattr(g, "constructor_kwargs"):  # the reference methods (pfbench.baselines)
+        kwargs = g.constructor_kwargs()
     return {"family": g.family, "data_family": family_name, "latent_dim": g.latent_dim, "out_dim": g.out_dim,
             "kwargs": kwargs if g.family != "mlp" else dict(mlp or {}),
             "state_dict": {k: v.detach().cpu() for k, v in g.state_dict().items()}}
@@ -146,10 +148,10 @@ def _not_applicable(cfg: DictConfig) -> dict | None:
     m = cfg.model
     if m.kind != "estimator" or not _is_multirun():
         return None
-    from pfbench.recovery import ESTIMATORS
+    from pfbench.recovery import applies
 
     fam = family_of(cfg.data)
-    if (m.name, fam) in ESTIMATORS:
+    if applies(m.name, fam, has_truth=cfg.data.name != "file"):
         return None
     return {"method": m.name, "data": cfg.data.name, "seed": cfg.seed, "status": "skipped",
             "reason": f"+model={m.name} does not apply to data={fam}"}
@@ -229,13 +231,16 @@ def _make_estimator(cfg: DictConfig):
 
     m, d = cfg.model, cfg.data
     est = make_estimator(m.name, family_of(d) or "file", latent_dim=d.latent_dim, out_dim=d.out_dim, seed=cfg.seed,
-                         family_kwargs=family_kwargs(d), params=OmegaConf.to_container(m.params, resolve=True))
+                         family_kwargs=family_kwargs(d), params=OmegaConf.to_container(m.params, resolve=True),
+                         has_truth=d.name != "file")
     est.validate()
     return est
 
 
 def _fit_estimator(cfg: DictConfig, est, data: Data, record: dict, run_dir: Path) -> tuple[Fitted, dict]:
     """Fit an estimator; its info_ goes to record["fit"] and the returned timings (``fit_*_time_s``)."""
+    if getattr(est, "needs_truth", False):
+        est.truth_ = data.truth
     t0 = time.perf_counter()
     est.fit(data.x_train.numpy())
     timing = {"fit_time_s": time.perf_counter() - t0}

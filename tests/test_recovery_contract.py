@@ -23,7 +23,8 @@ REFUSED = [
 
 
 def test_every_registered_estimator_is_covered() -> None:
-    assert {(m, f) for m, f, _, _ in REFUSED} == set(ESTIMATORS)
+    # the reference methods (family "*": memorize, gaussian, truth) take no arguments to refuse
+    assert {(m, f) for m, f, _, _ in REFUSED} == {(m, f) for m, f in ESTIMATORS if f != "*"}
     for model, family in ESTIMATORS:
         assert callable(getattr(estimator_class(model, family), "validate", None))
 

@@ -15,7 +15,12 @@ Contract for every estimator class registered below:
   loss, converged flag, fit time in seconds, ...); a ``fit_moments(summary)`` variant, where there
   is one, validates first too;
 - optionally ``extra_metrics(truth, X) -> dict`` with numbers that need the true instance (for
-  example the oracle error of a refinement started at the truth).
+  example the oracle error of a refinement started at the truth);
+- optionally ``needs_truth = True``: the entry point sets ``truth_`` (the true pushforward, None for
+  data=file) before ``fit`` (the ``truth`` reference method).
+
+The family ``"*"`` in :data:`ESTIMATORS` means every data config, data=file included (the reference
+methods of :mod:`pfbench.baselines`).
 """
 
 from __future__ import annotations
@@ -31,27 +36,50 @@ ESTIMATORS: dict[tuple[str, str], str] = {
     ("moments", "polynomial"): "pfbench.recovery.polynomial:PolynomialMomentEstimator",
     ("sos", "quadratic"): "pfbench.recovery.sos:SoSQuadraticEstimator",
     ("relu_moments", "relu"): "pfbench.recovery.relu_estimator:ReLUMomentEstimator",
+    ("memorize", "*"): "pfbench.baselines:Memorizer",
+    ("gaussian", "*"): "pfbench.baselines:GaussianBaseline",
+    ("truth", "*"): "pfbench.baselines:TruthBaseline",
 }
 
+#: the reference methods (every family): rows of their own in the report
+REFERENCE_METHODS = tuple(m for m, f in ESTIMATORS if f == "*")
 
-def estimator_class(model: str, family: str) -> type:
-    key = (model, family)
-    if key not in ESTIMATORS:
-        valid = sorted(f for m, f in ESTIMATORS if m == model)
-        raise ConfigError(
-            f"+model={model} does not apply to data={family}; it applies to data={'|'.join(valid) or '(none)'}"
-        )
-    module, cls = ESTIMATORS[key].split(":")
+
+def _load(spec: str) -> type:
+    module, cls = spec.split(":")
     return getattr(importlib.import_module(module), cls)
 
 
+def applies(model: str, family: str | None, *, has_truth: bool = True) -> bool:
+    """Whether +model=<model> applies to data of ``family`` (None: "file"). Without a true distribution
+    (``has_truth=False``: the user's samples, whatever data.family says) a method that needs it does not."""
+    family = family or "file"
+    if (model, family) in ESTIMATORS:
+        return True
+    if (model, "*") not in ESTIMATORS:
+        return False
+    return has_truth or not getattr(_load(ESTIMATORS[(model, "*")]), "needs_truth", False)
+
+
+def estimator_class(model: str, family: str, *, has_truth: bool = True) -> type:
+    if not applies(model, family, has_truth=has_truth):
+        valid = sorted(f for m, f in ESTIMATORS if m == model)
+        where = "|".join(valid) or "(none)"
+        if valid == ["*"]:
+            where = "any family, not data=file (it needs the true distribution)"
+        shown = family if has_truth else "file"
+        raise ConfigError(f"+model={model} does not apply to data={shown}; it applies to data={where}")
+    return _load(ESTIMATORS[(model, family) if (model, family) in ESTIMATORS else (model, "*")])
+
+
 def make_estimator(model: str, family: str, *, latent_dim: int, out_dim: int, seed: int,
-                   family_kwargs: dict[str, Any] | None = None, params: dict[str, Any] | None = None):
+                   family_kwargs: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
+                   has_truth: bool = True):
     """Construct the estimator for (model, family); unknown keywords become ConfigError.
 
     Does not call ``validate()``: the caller does, before any data work.
     """
-    cls = estimator_class(model, family)
+    cls = estimator_class(model, family, has_truth=has_truth)
     kwargs = {**(family_kwargs or {}), **(params or {})}
     try:
         return cls(latent_dim=latent_dim, out_dim=out_dim, seed=seed, **kwargs)
