@@ -13,7 +13,7 @@ import torch
 from pfbench import ConfigError
 from pfbench.families import build_family, parameter_error
 from pfbench.families.polynomial import polynomial_gauge_error
-from pfbench.families.quadratic import quadratic_gauge_align, quadratic_gauge_error
+from pfbench.families.quadratic import quadratic_gauge_align, quadratic_gauge_error, quadratic_gauge_lower_bound
 from pfbench.families.relu import relu_gauge_error
 from pfbench.families.relu_deep import deep_relu_gauge_error
 from tests.references import brute_force_gauge_error_r2
@@ -171,8 +171,10 @@ def test_parameter_error_on_pushforward_params():
     v = torch.from_numpy(haar(4, np.random.default_rng(7)))
     est.set_params({"Q": v @ truth.params()["Q"] @ v.T})
     out = parameter_error("quadratic", truth.params(), est.params())
-    assert set(out) == {"param_error", "param_error_starts", "param_error_starts_at_best", "param_error_search"}
+    assert set(out) == {"param_error", "param_error_starts", "param_error_starts_at_best", "param_error_search",
+                        "param_error_lower_bound", "param_error_certified"}
     assert 0.0 <= out["param_error"] <= 1e-8
+    assert out["param_error_certified"] is True and 0.0 <= out["param_error_lower_bound"] <= out["param_error"]
     with pytest.raises(ConfigError, match="unknown|no parameter error"):
         parameter_error("gaussian", truth.params(), est.params())
 
@@ -385,6 +387,54 @@ def test_quadratic_parameter_error_says_how_many_starts_reached_it(restarts):
     other = make_instance("quadratic", 4, 12, generator=torch_generator(1, "instance")).params()
     out = parameter_error("quadratic", truth, other, restarts=restarts, seed=0)
     k, n = out["param_error_starts_at_best"], out["param_error_starts"]
-    assert 1 <= k <= n == restarts + 1
+    # a search the dual bound does not certify is repeated once with 4x the starts
+    assert 1 <= k <= n and n in (restarts + 1, 4 * restarts + 1)
     assert f"reached by {k} of {n} refined starts" in out["param_error_search"]
-    assert out["param_error_search"].startswith("upper bound on the minimum over O(r)")
+    low, err = out["param_error_lower_bound"], out["param_error"]
+    assert 0.0 <= low <= err
+    if out["param_error_certified"]:
+        assert out["param_error_search"].startswith("global minimum over O(r), certified")
+        assert err - low <= 1e-6 * err + 1e-7
+    else:
+        assert out["param_error_search"].startswith("upper bound on the minimum over O(r)") and n == 4 * restarts + 1
+
+
+# ------------------------------------------------------------------------ quadratic: the dual certificate
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_dual_lower_bound_brackets_the_brute_force_minimum_at_r2(seed):
+    # r = 2: O(2) is a circle (and its reflection), so a fine grid search is an independent reference
+    rng = np.random.default_rng(100 + seed)
+    q = rand_sym(6, 2, rng)
+    if seed % 2:  # a rotated copy plus noise
+        v = haar(2, rng)
+        qh = np.einsum("ij,ajk,lk->ail", v, q, v) + 0.3 * rand_sym(6, 2, rng)
+    else:  # an unrelated map
+        qh = rand_sym(6, 2, rng)
+    ref = brute_force_gauge_error_r2(q, qh)
+    err, u, info = quadratic_gauge_align(q, qh, return_info=True)
+    assert info["lower_bound"] <= ref + 1e-7 and abs(err - ref) <= 1e-7
+    # the bound at the minimizer meets it: certified
+    assert info["certified"] and ref - info["lower_bound"] <= 1e-6 * ref + 1e-7
+
+
+@pytest.mark.parametrize("r,d,noise", [(5, 20, 0.1), (5, 20, 0.7), (8, 30, 0.35)])
+def test_rotation_plus_noise_is_certified_and_the_bound_is_valid_elsewhere(r, d, noise):
+    rng = np.random.default_rng(r * 10 + int(noise * 10))
+    q = rand_sym(d, r, rng)
+    v = haar(r, rng)
+    e = rand_sym(d, r, rng)
+    qh = np.einsum("ij,ajk,lk->ail", v, q, v) + noise * e * np.linalg.norm(q) / np.linalg.norm(e)
+    err, u, info = quadratic_gauge_align(q, qh, return_info=True)
+    assert info["certified"]
+    assert 0.0 <= err - info["lower_bound"] <= 1e-6 * err + 1e-7
+    # the known rotation gives an upper bound the minimum cannot exceed
+    diff = np.einsum("ij,ajk,lk->ail", v, q, v) - qh
+    assert err <= math.sqrt(np.sum(diff**2) / np.sum(q**2)) + 1e-12
+    # at a rotation that is not optimal the dual bound is still a valid lower bound, and then not tight
+    bad = haar(r, rng)
+    low = quadratic_gauge_lower_bound(q, qh, bad)
+    diff_bad = np.einsum("ij,ajk,lk->ail", bad, q, bad) - qh
+    err_bad = math.sqrt(np.sum(diff_bad**2) / np.sum(q**2))
+    assert low <= err + 1e-9 and err_bad - low > 0.1 * err_bad
