@@ -55,7 +55,8 @@ from pfbench.tracking import flatten
 
 DISTANCES = tuple(d.key for d in REGISTRY if d.compare_in_report)  # w1, sw, mmd, nn_dist: the metric tables
 STATISTICS = ("val_moments", "val_sw")  # as pfbench.selection.STATISTICS (not imported: that needs torch)
-ESTIMATOR_METHODS = ("moments", "sos", "relu_moments")
+REFERENCE_METHODS = ("memorize", "gaussian", "truth")  # as pfbench.recovery.REFERENCE_METHODS (a test keeps them equal)
+ESTIMATOR_METHODS = ("moments", "sos", "relu_moments", *REFERENCE_METHODS)
 DEFAULT_BUDGETS = (1500, 5000)
 HEADLINE_FAMILY = "quadratic"
 HEADLINE_DETAIL_N = 10000
@@ -79,6 +80,10 @@ METHOD_COLORS: dict[str, str] = {
     "moments": "#000000",
     "sos": "#8c564b",
     "relu_moments": "#e377c2",
+    # reference methods (pfbench.baselines): greys, so they read as a backdrop in every figure
+    "truth": "#7f7f7f",
+    "memorize": "#b0b0b0",
+    "gaussian": "#c7c7c7",
 }
 #: variant -> (line style, marker); the base method's color is kept
 VARIANT_STYLES: dict[tuple[bool, bool], tuple[str, str]] = {  # (tuned, mlp)
@@ -505,9 +510,14 @@ def _nsort(n: Any) -> tuple:
     return (0, f, "") if f is not None else (1, 0.0, str(n))
 
 
+def is_reference(label: str) -> bool:
+    """A reference method's label (``+model=memorize``, ``gaussian``, ``truth``): listed after the methods."""
+    return split_label(label)[0] in REFERENCE_METHODS
+
+
 def _label_sort(cells: dict, label: str) -> tuple:
     est = any(is_estimator(r) for (lb, _), runs in cells.items() if lb == label for r in runs)
-    return (est, label)
+    return (is_reference(label), est, label)
 
 
 def _fmt_n(n: Any) -> str:
@@ -673,15 +683,53 @@ def family_table(cells: dict[tuple[str, Any], list[dict]]) -> list[str]:
         v = [x for x in map(get, runs) if x is not None]
         return fmt(mean_ci(v)) + (f" [{len(v)}]" if 0 < len(v) < len(runs) else "")
 
-    for (label, n), all_runs in sorted(cells.items(), key=lambda kv: (kv[0][0], _nsort(kv[0][1]))):
+    for (label, n), all_runs in sorted(cells.items(), key=lambda kv: (_label_sort(cells, kv[0][0]),
+                                                                      _nsort(kv[0][1]))):
         runs = [r for r in all_runs if _ok(r)]
         if not runs:
             continue
-        vals = [label, str(n), f"{len(runs)}/{len(all_runs)}", cell(runs, lambda r: _num(r.get("metrics.param_error")))]
+        vals = [f"{label} (reference)" if is_reference(label) else label, str(n), f"{len(runs)}/{len(all_runs)}",
+                cell(runs, lambda r: _num(r.get("metrics.param_error")))]
         for d in DISTANCES:
             vals += [cell(runs, lambda r, d=d: _num(r.get(f"metrics.{d}"))),
                      cell(runs, lambda r, d=d: _num(r.get(f"metrics.{d}_floor")))]
         vals.append(cell(runs, _fit_time))
+        lines.append("| " + " | ".join(vals) + " |")
+    return lines if len(lines) > 2 else []
+
+
+def _verdict_cell(runs: list[dict], key: str, bad: str) -> str:
+    """'k/N' runs whose verdict for ``key`` starts with ``bad``, with the median p-value; '' when none has one."""
+    verdicts = [str(r.get(f"metrics.{key}_verdict")) for r in runs if r.get(f"metrics.{key}_verdict") is not None]
+    if not verdicts:
+        return ""
+    k = sum(v.startswith(bad) for v in verdicts)
+    ps = [p for p in (_num(r.get(f"metrics.{key}_p")) for r in runs) if p is not None]
+    return f"{k}/{len(verdicts)}" + (f" (p {np.median(ps):.2g})" if ps else "")
+
+
+def verdict_table(cells: dict[tuple[str, Any], list[dict]]) -> list[str]:
+    """Per method and n_train: in how many runs each calibrated verdict says "different from the truth"
+    (median p-value beside it), and in how many the memorization checks flag the generator. Reference
+    methods (``truth``, ``memorize``, ``gaussian``) close the table: ``truth`` shows the false-positive
+    rate, ``memorize`` what only the copying test can catch, ``gaussian`` what second moments buy."""
+    keys = [k for k in (*DISTANCES, "moments") if any(r.get(f"metrics.{k}_verdict") is not None
+                                                      for runs in cells.values() for r in runs)]
+    mem = [k for k in ("copying", "support") if any(r.get(f"metrics.{k}_verdict") is not None
+                                                     for runs in cells.values() for r in runs)]
+    if not keys and not mem:
+        return []
+    cols = ["method", "n_train", *[f"{k}: different" for k in keys], *[f"{k}: flagged" for k in mem]]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    order = sorted(cells.items(), key=lambda kv: (_label_sort(cells, kv[0][0]), _nsort(kv[0][1])))
+    for (label, n), all_runs in order:
+        runs = [r for r in all_runs if _ok(r)]
+        if not runs:
+            continue
+        name = f"{label} (reference)" if is_reference(label) else label
+        vals = [name, _fmt_n(n), *[_verdict_cell(runs, k, "different") for k in keys]]
+        vals += [_verdict_cell(runs, "copying", "copying suspected") if k == "copying"
+                 else _verdict_cell(runs, k, "different") for k in mem]
         lines.append("| " + " | ".join(vals) + " |")
     return lines if len(lines) > 2 else []
 
@@ -706,6 +754,9 @@ def headline_family(rows: list[dict], family: str | None = None) -> str | None:
 
 
 def _headline_cell(runs: list[dict], budget: int | None, statistic: str | None, with_time: bool = True) -> str:
+    if runs and all(is_reference(r.get("label", "")) and r.get("metrics.param_error") is None
+                    and str(r.get("metrics.param_error_status", "")).startswith("skipped") for r in runs):
+        return "n/a (not of the family's form: see the verdicts)"
     vals, times = [], []
     for r in runs:
         res, _ = budget_outcome(r, budget, statistic)
@@ -735,8 +786,9 @@ def headline(rows: list[dict], budgets: list[int] | None = None, family: str | N
     top = max(budgets) if budgets else None
     lines = ["| method | " + " | ".join(f"n = {_fmt_n(n)}" for n in ns) + " |", "|---|" + "---|" * len(ns)]
     for label in labels:
-        lines.append(f"| {label} | " + " | ".join(_headline_cell(cells.get((label, n), []), top, statistic)
-                                                    if cells.get((label, n)) else "" for n in ns) + " |")
+        name = f"{label} (reference)" if is_reference(label) else label
+        lines.append(f"| {name} | " + " | ".join(_headline_cell(cells.get((label, n), []), top, statistic)
+                                                   if cells.get((label, n)) else "" for n in ns) + " |")
     if len(budgets) > 1:
         dn = detail_n if any(_num(n) == _num(detail_n) for n in ns) else ns[len(ns) // 2]
         dn = next(n for n in ns if _num(n) == _num(dn) or n == dn)
@@ -1151,6 +1203,15 @@ def build_report(root: Path, out: Path | None = None, figures: bool = True, budg
         ft = family_table(cells)
         if ft:
             md += ["### All test metrics of the final models", "", *ft, ""]
+        vt = verdict_table(cells)
+        if vt:
+            md += ["### Calibrated verdicts of the final models (test split)", "",
+                   "Runs in which each distance's verdict says *different from the truth* (its p-value against "
+                   "the null distribution of true-vs-true values at the same sample sizes, level `eval.alpha`; "
+                   "median p in brackets), and runs the memorization checks flag (the data-copying test against "
+                   "the training set; the birthday test). Reference rows: `truth` gives the false-positive rate, "
+                   "`memorize` (the training set replayed) should pass the distances and be flagged by the "
+                   "copying test, `gaussian` shows what the first two moments alone buy.", "", *vt, ""]
     skipped = [r for r in rows if r.get("status") == "skipped"]
     if skipped:
         pairs = sorted({(r.get("label", "?"), str(r.get("data"))) for r in skipped})

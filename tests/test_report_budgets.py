@@ -328,3 +328,42 @@ def test_report_on_a_real_tiny_sweep(tmp_path):
         sel = R.budget_selection(run["_evals"], run["selection.statistic"], [40])[40]
         assert (sel["step"], sel["variant"]) == (run["selection.step"], run["selection.variant"])
         assert math.isclose(sel["param_error"], run["metrics_selected.param_error"], rel_tol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# reference methods: their own rows, last, and the verdict table counts
+# ---------------------------------------------------------------------------------------------
+
+
+def test_reference_methods_are_the_registry_ones():
+    from pfbench.recovery import REFERENCE_METHODS
+
+    assert set(R.REFERENCE_METHODS) == set(REFERENCE_METHODS)
+
+
+def test_reference_rows_close_the_tables_and_verdicts_are_counted(tmp_path):
+    def verdict(diff: bool, p: float) -> str:
+        return (f"different from the truth at n = 64 (p = {p})" if diff else
+                f"indistinguishable from the truth at n = 64 (p = {p})")
+
+    specs = [("wgan", False, [True, True, False]), ("memorize", True, [False, False, False]),
+             ("truth", False, [False, False, True])]
+    for method, copying, w1_diff in specs:
+        for seed, diff in enumerate(w1_diff):
+            m = {"w1": 0.5, "w1_floor": 0.4, "w1_p": 0.01 if diff else 0.5, "w1_verdict": verdict(diff, 0.5),
+                 "copying_verdict": ("copying suspected at n = 64: ..." if copying else "no copying detected"),
+                 "param_error": 0.0 if method == "truth" else None,
+                 "param_error_status": "ok" if method == "truth" else "skipped: not in the true family"}
+            _write_run(tmp_path, f"{method}_{seed}", {"method": method, "data": "quadratic", "n_train": 64,
+                                                       "seed": seed, "status": "completed", "metrics": m,
+                                                       "generator": "estimator" if method != "wgan" else "family"})
+    out = R.build_report(tmp_path, figures=False)
+    md = (out / "report.md").read_text()
+    table = md[md.index("### Calibrated verdicts"):]
+    rows = [ln for ln in table.splitlines() if ln.startswith("| ") and "n_train" not in ln]
+    assert [r.split(" | ")[0] for r in rows[:3]] == ["| wgan", "| memorize (reference)", "| truth (reference)"]
+    wgan, mem, truth = (r.split(" | ") for r in rows[:3])
+    assert wgan[2].startswith("2/3") and mem[2].startswith("0/3") and truth[2].startswith("1/3")
+    assert mem[3].startswith("3/3") and wgan[3].startswith("0/3")
+    head = (out / "headline.md").read_text()
+    assert "memorize (reference) | n/a" in head and "truth (reference) | 0 " in head
