@@ -17,10 +17,16 @@ from pfbench.metrics.distances import (
     OTNotConverged,
     birthday_support,
     collision_threshold,
+    kmeans,
     median_bandwidth,
+    mmd2_permutation_null,
     mmd2_unbiased,
+    mmd2_unbiased_many,
+    nearest_rows,
     neural_net_distance,
+    random_directions,
     sliced_wasserstein,
+    sliced_wasserstein_to,
     true_atoms,
     wasserstein,
     wasserstein_1d,
@@ -373,3 +379,54 @@ def test_birthday_sets_true_atoms_aside():
     # without setting the atom aside, the zeros collide at once: the naive test would say ~256
     naive = birthday_support(sample(2000, rng(14)), tau, max_batch=400, generator=rng(3))
     assert naive["support_size"] is not None and naive["support_size"] <= 1024
+
+
+# ---------------------------------------------------------------------------------------- null helpers
+
+
+def test_sliced_against_a_fixed_reference_equals_sliced_exactly():
+    r = rng(20)
+    y = r.standard_normal((300, 7))
+    dirs = random_directions(7, 70, rng(21))
+    for p in (1, 2):
+        to_y = sliced_wasserstein_to(y, dirs, p=p)
+        for x in (r.standard_normal((300, 7)) + 0.2, r.standard_normal((250, 7))):
+            assert to_y(x) == sliced_wasserstein(x, y, p=p, directions=dirs)  # bit for bit
+
+
+def test_mmd_permutation_null_equals_values_and_brute_force_subsets():
+    r = rng(22)
+    x, x_alt, y = r.standard_normal((60, 3)) + 0.3, r.standard_normal((60, 3)), r.standard_normal((70, 3))
+    h = median_bandwidth(y)
+    subsets = np.zeros((5, 120), dtype=bool)
+    for row in subsets:
+        row[r.permutation(120)[:60]] = True
+    val, alt, null = mmd2_permutation_null(x, x_alt, y, h, subsets)
+    assert [val, alt] == mmd2_unbiased_many([x, x_alt], y, h)  # the existing values, bit for bit
+    pool = np.concatenate([x, x_alt])
+    for row, v in zip(subsets, null):
+        assert abs(v - mmd2_unbiased(pool[row], y, bandwidth=h)) <= 1e-12
+    with pytest.raises(ConfigError, match="selecting 60 rows"):
+        mmd2_permutation_null(x, x_alt, y, h, subsets[:, :100])
+
+
+def test_nn_distance_returns_the_held_out_critic_values():
+    r = rng(23)
+    x, y = r.standard_normal((200, 4)) + 0.5, r.standard_normal((200, 4))
+    res = neural_net_distance(x, y, steps=30, generator=torch.Generator().manual_seed(0))
+    assert res.scores_x.shape == (100,) and res.scores_y.shape == (100,)
+    assert math.isclose(res.value, res.scores_x.mean() - res.scores_y.mean(), rel_tol=1e-12)
+
+
+def test_kmeans_finds_separated_clusters_and_is_seeded():
+    r = rng(24)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = np.concatenate([c + r.standard_normal((100, 2)) for c in centres])
+    found = kmeans(x, 3, generator=rng(5))
+    assert np.array_equal(found, kmeans(x, 3, generator=rng(5)))
+    order = np.argsort(found[:, 0] * 100 + found[:, 1])
+    assert np.abs(found[order] - centres[[0, 2, 1]]).max() < 0.5
+    idx, d2 = nearest_rows(x[:5], found)
+    assert np.all(idx == idx[0]) and np.all(d2 >= 0)
+    with pytest.raises(ConfigError, match="1 <= k <= n"):
+        kmeans(x[:2], 3, generator=rng(5))

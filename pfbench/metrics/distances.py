@@ -11,7 +11,14 @@ evaluation (:mod:`pfbench.metrics.evaluate`) computes both.
 - :func:`sliced_wasserstein` -- average 1-D W_p^p over random directions (numpy sort);
 - :func:`mmd2_unbiased` -- unbiased MMD^2 with a Gaussian kernel (median-heuristic bandwidth);
 - :func:`neural_net_distance` -- Arora et al.'s neural-net distance with a 1-Lipschitz MLP class;
-- :func:`birthday_support` -- Arora-Zhang birthday-paradox support-size estimate.
+- :func:`birthday_support` -- Arora-Zhang birthday-paradox support-size estimate;
+- :func:`moment_discrepancy` -- unbiased squared relative errors of the mean, the covariance and a
+  sketch of the third cumulant;
+- :class:`DataCopyingTest` -- Meehan et al.'s data-copying test C_T (k-means cells on the training
+  sample, Mann-Whitney z-scores of nearest-training-point distances).
+
+Null distributions: :func:`sliced_wasserstein_to` (many samples against one reference) and
+:func:`mmd2_permutation_null` (a permutation null from the same kernel blocks as the value).
 """
 
 from __future__ import annotations
@@ -19,11 +26,13 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import ot
+import scipy.special
 import torch
 from torch import nn
 
@@ -49,6 +58,18 @@ __all__ = [
     "collision_threshold",
     "true_atoms",
     "birthday_support",
+    "sliced_wasserstein_to",
+    "mmd2_permutation_null",
+    "MomentFolds",
+    "MomentSketch",
+    "moment_folds",
+    "moment_scales",
+    "moment_discrepancy_folds",
+    "moment_discrepancy",
+    "nearest_rows",
+    "kmeans",
+    "mann_whitney_z",
+    "DataCopyingTest",
 ]
 
 #: bytes per cost-matrix entry of a dense POT emd solve: the float64 cost, the float64 plan POT
@@ -298,6 +319,32 @@ def sliced_wasserstein(x: Any, y: Any, n_projections: int = 200, p: float = 1, *
     return (total / th.shape[0]) ** (1.0 / p)
 
 
+def sliced_wasserstein_to(y: Any, directions: np.ndarray, p: float = 1, *,
+                          chunk: int = 32) -> Callable[[Any], float]:
+    """``x -> SW_p(x, y)`` with ``y``'s sorted projections computed once, for many samples against one
+    reference (a null distribution). Each value equals :func:`sliced_wasserstein` (x, y, p=p,
+    directions=directions, chunk=chunk) exactly (the same operations, summed in the same order).
+
+    Cost O(L m (d + log m)) once and O(L n (d + log n)) per call; memory O(L m) for the sorted reference.
+    """
+    b = _as_f64(y, "y")
+    th = np.asarray(directions, dtype=np.float64)
+    if th.ndim != 2 or th.shape[1] != b.shape[1]:
+        raise ConfigError(f"directions must have shape (L, {b.shape[1]}), got {th.shape}")
+    starts = range(0, th.shape[0], chunk)
+    sorted_y = [np.sort(th[i:i + chunk] @ b.T, axis=1) for i in starts]
+
+    def sw(x: Any) -> float:
+        a, _ = _pair(x, b)
+        total = 0.0
+        for i, pb in zip(starts, sorted_y):
+            pa = np.sort(th[i:i + chunk] @ a.T, axis=1)
+            total += float(np.sum(wasserstein_1d(pa, pb, p)))
+        return (total / th.shape[0]) ** (1.0 / p)
+
+    return sw
+
+
 # ---------------------------------------------------------------------------------------------
 # MMD
 # ---------------------------------------------------------------------------------------------
@@ -319,16 +366,26 @@ def median_bandwidth(x: Any, max_points: int = 1000) -> float:
     return h
 
 
-def _kernel_sum(a: np.ndarray, b: np.ndarray, gamma: float, block: int, same: bool) -> float:
-    """sum_{ij} exp(-gamma ||a_i - b_j||^2), excluding i = j when ``same`` (blocks of rows)."""
+def _kernel_pass(a: np.ndarray, b: np.ndarray, gamma: float, block: int, same: bool,
+                 right: np.ndarray | None = None) -> tuple[float, np.ndarray | None]:
+    """sum_{ij} exp(-gamma ||a_i - b_j||^2), excluding i = j when ``same`` (blocks of rows), and the
+    kernel matrix times ``right`` ((m, B), or None) from the same blocks."""
     s = 0.0
+    prod = None if right is None else np.empty((a.shape[0], right.shape[1]))
     for i in range(0, a.shape[0], block):
         d2 = np.maximum(pairwise_sqdist(a[i:i + block], b), 0.0)
         k = np.exp(-gamma * d2)
         s += float(k.sum())
         if same:
             s -= float(np.trace(k[:, i:i + block]))  # diagonal entries k(x_i, x_i) = 1
-    return s
+        if prod is not None:
+            prod[i:i + block] = k @ right
+    return s, prod
+
+
+def _kernel_sum(a: np.ndarray, b: np.ndarray, gamma: float, block: int, same: bool) -> float:
+    """sum_{ij} exp(-gamma ||a_i - b_j||^2), excluding i = j when ``same`` (blocks of rows)."""
+    return _kernel_pass(a, b, gamma, block, same)[0]
 
 
 def mmd2_unbiased(x: Any, y: Any, bandwidth: float | None = None, *, block: int = 2048) -> float:
@@ -374,6 +431,54 @@ def mmd2_unbiased_many(xs: list[Any], y: Any, bandwidth: float, *, block: int = 
     return out
 
 
+def mmd2_permutation_null(x: Any, x_alt: Any, y: Any, bandwidth: float, subsets: np.ndarray, *,
+                          block: int = 2048) -> tuple[float, float, np.ndarray]:
+    """MMD^2_u of ``x`` and of ``x_alt`` against ``y``, and of every pooled subset in ``subsets``.
+
+    The first two numbers are exactly ``mmd2_unbiased_many([x, x_alt], y, bandwidth)`` (the same
+    kernel blocks, summed in the same order). ``x`` and ``x_alt`` hold n rows each; ``subsets`` is a
+    (B, 2n) boolean array, each row selecting n rows S of the pool P = [x; x_alt], whose statistic
+    against the fixed ``y`` is returned in the (B,) array: with the selection's indicator a,
+    sum_{i != j in S} k(p_i, p_j) = a' K_PP a - n and sum_{i in S, j} k(p_i, y_j) = a' K_Py 1, so the B
+    statistics cost one product of the pool's kernel blocks with the (2n, B) indicators: a
+    permutation null of the MMD against a fixed reference (under x ~ x_alt the pool is exchangeable).
+
+    Cost O((4 n^2 + 2 n m + m^2) d) for the kernels (one n x n block more than the two values alone)
+    plus O(n^2 B) for the products; memory O(block (n + m) + n B).
+    """
+    b = _as_f64(y, "y")
+    a, _ = _pair(x, b)
+    a2, _ = _pair(x_alt, b)
+    n, m = a.shape[0], b.shape[0]
+    if a2.shape[0] != n:
+        raise ConfigError(f"the pooled samples must have the same size, got {n} and {a2.shape[0]}")
+    sel = np.asarray(subsets)
+    if sel.dtype != bool or sel.ndim != 2 or sel.shape[1] != 2 * n or np.any(sel.sum(axis=1) != n):
+        raise ConfigError(f"subsets must be a (B, {2 * n}) boolean array selecting {n} rows each")
+    h = float(bandwidth)
+    if not h > 0 or not math.isfinite(h):
+        raise ConfigError(f"MMD bandwidth {h} must be a positive finite number")
+    if n < 2 or m < 2:
+        raise ConfigError(f"unbiased MMD needs at least 2 points per sample, got n={n}, m={m}")
+    gamma = 1.0 / (2.0 * h * h)
+    sel_x = np.ascontiguousarray(sel[:, :n].T, dtype=np.float64)  # (n, B)
+    sel_a = np.ascontiguousarray(sel[:, n:].T, dtype=np.float64)
+    ones = np.ones((m, 1))
+    kyy = _kernel_sum(b, b, gamma, block, True) / (m * (m - 1))
+    s_xx, k_xx = _kernel_pass(a, a, gamma, block, True, sel_x)
+    s_xy, r_x = _kernel_pass(a, b, gamma, block, False, ones)
+    s_aa, k_aa = _kernel_pass(a2, a2, gamma, block, True, sel_a)
+    s_ay, r_a = _kernel_pass(a2, b, gamma, block, False, ones)
+    _, k_xa = _kernel_pass(a, a2, gamma, block, False, sel_a)
+    val = s_xx / (n * (n - 1)) + kyy - 2.0 * (s_xy / (n * m))
+    alt = s_aa / (n * (n - 1)) + kyy - 2.0 * (s_ay / (n * m))
+    quad = (np.einsum("ib,ib->b", sel_x, k_xx) + np.einsum("ib,ib->b", sel_a, k_aa)
+            + 2.0 * np.einsum("ib,ib->b", sel_x, k_xa))
+    cross = sel_x.T @ r_x[:, 0] + sel_a.T @ r_a[:, 0]
+    null = (quad - n) / (n * (n - 1)) + kyy - 2.0 * cross / (n * m)
+    return float(val), float(alt), null
+
+
 # ---------------------------------------------------------------------------------------------
 # neural-net distance
 # ---------------------------------------------------------------------------------------------
@@ -396,6 +501,9 @@ class NNDistanceResult:
     n_train: int
     n_test: int
     seconds: float
+    #: the trained critic's values on the held-out points of x and of y (for a permutation null)
+    scores_x: np.ndarray | None = field(default=None, repr=False)
+    scores_y: np.ndarray | None = field(default=None, repr=False)
 
 
 class _LipschitzMLP(nn.Module):
@@ -508,11 +616,12 @@ def _train_critic(a: np.ndarray, b: np.ndarray, width: int, depth: int, steps: i
                 q.addcdiv_(s1, (s2 / c2).sqrt_().add_(eps), value=-lr / c1)
         critic.project_()
     with torch.no_grad():
-        gap = float(critic(xa_te).mean() - critic(xb_te).mean())
+        fa, fb = critic(xa_te), critic(xb_te)
+        gap = float(fa.mean() - fb.mean())
         train_gap = float(critic(xa_tr).mean() - critic(xb_tr).mean())
     return NNDistanceResult(gap, train_gap, critic_class_name(a.shape[1], width, depth), int(steps),
                             int(xa_tr.shape[0] + xb_tr.shape[0]), int(xa_te.shape[0] + xb_te.shape[0]),
-                            time.perf_counter() - t0)
+                            time.perf_counter() - t0, fa.numpy().copy(), fb.numpy().copy())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -632,3 +741,269 @@ def birthday_support(x: Any, threshold: float, *, max_batch: int, n_batches: int
     return {**base, "support_size": None, "support_batch": None, "support_collision_rate": rate,
             "support_lower_bound": int(max_batch * max_batch),
             "support_status": f"no collision up to s={max_batch} (support > {max_batch * max_batch})" + note}
+
+
+# ---------------------------------------------------------------------------------------------
+# moment discrepancy
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MomentFolds:
+    """Unbiased per-fold estimates of a sample's first three moments, in the sketch's coordinates.
+
+    ``mean`` (J, k); ``cov`` (J, k, k), the unbiased sample covariance; ``third`` (J, K), the
+    unbiased third cumulant (k-statistic k_3) of the sample projected on each of the K directions.
+    """
+
+    mean: np.ndarray
+    cov: np.ndarray
+    third: np.ndarray
+
+
+@dataclass
+class MomentSketch:
+    """Where the moments are compared: a projection to k <= ``sketch_dim`` coordinates (None: all d
+    coordinates, when d <= sketch_dim) and K unit directions in those coordinates for the third cumulant."""
+
+    projection: np.ndarray | None  # (d, k) orthonormal columns, or None
+    directions: np.ndarray  # (K, k) unit rows
+
+    @classmethod
+    def draw(cls, d: int, sketch_dim: int, n_directions: int, generator: np.random.Generator) -> MomentSketch:
+        """A random sketch: Haar-orthonormal k = min(d, sketch_dim) columns (none when d <= sketch_dim)
+        and ``n_directions`` directions uniform on the sphere, from ``generator``."""
+        if not isinstance(generator, np.random.Generator):
+            raise ConfigError("MomentSketch.draw needs a numpy Generator (pfbench.seeding.numpy_generator)")
+        if sketch_dim < 1 or n_directions < 1:
+            raise ConfigError(f"sketch_dim={sketch_dim} and n_directions={n_directions} must be >= 1")
+        proj = None
+        if d > sketch_dim:
+            q, r = np.linalg.qr(generator.standard_normal((d, sketch_dim)))
+            proj = q * np.sign(np.diag(r))
+        k = d if proj is None else sketch_dim
+        return cls(proj, random_directions(k, n_directions, generator))
+
+    def coords(self, x: Any) -> np.ndarray:
+        a = _as_f64(x, "x")
+        return a if self.projection is None else a @ self.projection
+
+
+def moment_folds(x: Any, sketch: MomentSketch, folds: int) -> MomentFolds:
+    """:class:`MomentFolds` of ``x`` (n, d) split into ``folds`` consecutive blocks of floor(n / folds)
+    rows (the last n mod folds rows unused). Cost O(n (d k + k^2 + k K))."""
+    a = sketch.coords(x)
+    m = a.shape[0] // folds
+    if folds < 2 or m < 3:
+        raise ConfigError(f"the moment discrepancy needs folds >= 2 of at least 3 points, got {a.shape[0]} "
+                          f"points in {folds} folds")
+    blocks = a[:folds * m].reshape(folds, m, a.shape[1])
+    mean = blocks.mean(axis=1)
+    c = blocks - mean[:, None, :]
+    cov = np.matmul(c.transpose(0, 2, 1), c) / (m - 1)
+    u = c @ sketch.directions.T  # (J, m, K): u'(x - mean) per fold
+    third = (u * u * u).sum(axis=1) * (m / ((m - 1) * (m - 2)))
+    return MomentFolds(mean, cov, third)
+
+
+def moment_scales(y: Any, sketch: MomentSketch) -> tuple[float, float, float]:
+    """The reference's scales: tr S, ||S||_F^2 and sum_u (u' S u)^3 over the sketch's directions
+    (S its unbiased covariance in the sketch's coordinates). Raises if any is not positive."""
+    a = sketch.coords(y)
+    if a.shape[0] < 2:
+        raise ConfigError("the moment discrepancy's reference needs at least 2 points")
+    c = a - a.mean(axis=0)
+    cov = c.T @ c / (a.shape[0] - 1)
+    var_u = np.einsum("lk,kj,lj->l", sketch.directions, cov, sketch.directions)
+    scales = (float(np.trace(cov)), float(np.sum(cov * cov)), float(np.sum(var_u ** 3)))
+    if not all(v > 0 and math.isfinite(v) for v in scales):
+        raise ConfigError("the moment discrepancy's reference has no spread (zero covariance)")
+    return scales
+
+
+def _cross_fold(dx: np.ndarray, dy: np.ndarray) -> float:
+    """sum_{j != j'} <D_j, D_j'> / (J (J - 1)) for the fold differences D_j = dx_j - dy_j: unbiased
+    for ||E D||^2 since the folds are independent."""
+    dd = (dx - dy).reshape(dx.shape[0], -1)
+    tot = dd.sum(axis=0)
+    j = dd.shape[0]
+    return float((tot @ tot - np.einsum("jp,jp->", dd, dd)) / (j * (j - 1)))
+
+
+def moment_discrepancy_folds(fx: MomentFolds, fy: MomentFolds, scales: tuple[float, float, float]) -> dict[str, float]:
+    """The moment discrepancy of two samples from their :class:`MomentFolds` (the same sketch and number
+    of folds) and the reference's :func:`moment_scales`; see :func:`moment_discrepancy`."""
+    if fx.mean.shape[0] != fy.mean.shape[0]:
+        raise ConfigError(f"both samples need the same number of folds, got {fx.mean.shape[0]} and {fy.mean.shape[0]}")
+    parts = {"mean": _cross_fold(fx.mean, fy.mean) / scales[0],
+             "cov": _cross_fold(fx.cov, fy.cov) / scales[1],
+             "third": _cross_fold(fx.third, fy.third) / scales[2]}
+    parts["total"] = parts["mean"] + parts["cov"] + parts["third"]
+    return parts
+
+
+def moment_discrepancy(x: Any, y: Any, *, folds: int = 10, sketch_dim: int = 64, n_directions: int = 64,
+                       generator: np.random.Generator) -> dict[str, float]:
+    """Squared relative errors of the mean, the covariance and the third cumulant of x against y.
+
+    .. math::
+        \\text{mean} = \\frac{\\|\\mu_x - \\mu_y\\|^2}{\\operatorname{tr} \\Sigma_y}, \\quad
+        \\text{cov} = \\frac{\\|\\Sigma_x - \\Sigma_y\\|_F^2}{\\|\\Sigma_y\\|_F^2}, \\quad
+        \\text{third} = \\frac{\\sum_u (\\kappa_3^x(u) - \\kappa_3^y(u))^2}{\\sum_u (u' \\Sigma_y u)^3},
+        \\qquad \\text{total} = \\text{mean} + \\text{cov} + \\text{third}
+
+    with :math:`\\kappa_3(u) = E[(u'(x - \\mu))^3]` over K = ``n_directions`` random unit directions u
+    (a sketch of the third-cumulant tensor: never d^3 memory). For d > ``sketch_dim`` everything is
+    computed on a random ``sketch_dim``-dimensional orthogonal projection (:class:`MomentSketch`).
+    Each numerator is estimated without bias: both samples are split into J = ``folds`` blocks,
+    D_j is the difference of the blocks' unbiased estimates (mean, covariance, k-statistic k_3) and
+    sum_{j != j'} <D_j, D_j'> / (J (J - 1)) has expectation ||E D||^2 exactly. So each part is 0 in
+    expectation when x and y come from the same distribution (it can be slightly negative, as the
+    unbiased MMD^2) and, e.g., ||delta||^2 / d for N(mu + delta, I) against N(mu, I). The
+    denominators are y's unbiased sample quantities (scale-free parts; their ratio bias is O(1/n)).
+
+    Cost O((n + m)(d k + k^2 + k K)); memory O(J k^2 + n k).
+    """
+    a, b = _pair(x, y)
+    sketch = MomentSketch.draw(a.shape[1], sketch_dim, n_directions, generator)
+    return moment_discrepancy_folds(moment_folds(a, sketch, folds), moment_folds(b, sketch, folds),
+                                    moment_scales(b, sketch))
+
+
+# ---------------------------------------------------------------------------------------------
+# data copying (Meehan, Chaudhuri, Dasgupta 2020)
+# ---------------------------------------------------------------------------------------------
+
+
+def nearest_rows(x: np.ndarray, ref: np.ndarray, *, max_entries: int = 2**22) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of x (n, d): the index of its nearest row of ``ref`` (m, d) and the squared
+    distance to it (exact 0 for coincident rows, :func:`pairwise_sqdist`). Blocks of rows so that
+    at most ``max_entries`` distances are held at once; cost O(n m d)."""
+    n = x.shape[0]
+    idx = np.empty(n, dtype=np.int64)
+    d2 = np.empty(n)
+    step = max(1, max_entries // max(ref.shape[0], 1))
+    for i in range(0, n, step):
+        blk = pairwise_sqdist(x[i:i + step], ref)
+        j = np.argmin(blk, axis=1)
+        idx[i:i + step] = j
+        d2[i:i + step] = np.maximum(blk[np.arange(blk.shape[0]), j], 0.0)
+    return idx, d2
+
+
+def kmeans(x: Any, k: int, *, generator: np.random.Generator, iters: int = 20) -> np.ndarray:
+    """Lloyd's k-means with k-means++ seeding, all draws from ``generator``: the (k, d) centres.
+
+    Stops after ``iters`` updates or when no assignment changes; a centre that loses all its points
+    stays where it is. Cost O(iters n k d).
+    """
+    a = _as_f64(x, "x")
+    n = a.shape[0]
+    if not 1 <= k <= n:
+        raise ConfigError(f"k-means needs 1 <= k <= n, got k={k} for n={n} points")
+    if not isinstance(generator, np.random.Generator):
+        raise ConfigError("kmeans needs a numpy Generator (pfbench.seeding.numpy_generator)")
+    centres = np.empty((k, a.shape[1]))
+    centres[0] = a[generator.integers(n)]
+    closest = np.maximum(pairwise_sqdist(a, centres[:1])[:, 0], 0.0)
+    for c in range(1, k):
+        tot = float(closest.sum())
+        i = int(generator.choice(n, p=closest / tot)) if tot > 0 else int(generator.integers(n))
+        centres[c] = a[i]
+        closest = np.minimum(closest, np.maximum(pairwise_sqdist(a, centres[c:c + 1])[:, 0], 0.0))
+    labels = None
+    for _ in range(iters):
+        new, _ = nearest_rows(a, centres)
+        if labels is not None and np.array_equal(new, labels):
+            break
+        labels = new
+        counts = np.bincount(labels, minlength=k)
+        sums = np.zeros_like(centres)
+        np.add.at(sums, labels, a)
+        keep = counts > 0
+        centres[keep] = sums[keep] / counts[keep, None]
+    return centres
+
+
+def mann_whitney_z(a: np.ndarray, b: np.ndarray) -> float:
+    """Z-scored Mann-Whitney U of sample a against b: U = #{(i, j): a_i > b_j} + #{a_i = b_j} / 2,
+    z = (U - n m / 2) / sd with the tie-corrected null sd. Negative: a tends to be smaller. 0 when
+    every value ties."""
+    n, m = len(a), len(b)
+    v = np.concatenate([np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)])
+    order = np.argsort(v, kind="stable")
+    _, first, t = np.unique(v[order], return_index=True, return_counts=True)
+    ranks = np.empty(v.size)
+    ranks[order] = np.repeat(first + (t + 1) / 2.0, t)  # 1-based mid-ranks
+    u = float(ranks[:n].sum()) - n * (n + 1) / 2.0
+    tot = n + m
+    var = n * m / 12.0 * ((tot + 1) - float(np.sum(t.astype(np.float64) ** 3 - t)) / (tot * (tot - 1)))
+    return (u - n * m / 2.0) / math.sqrt(var) if var > 0 else 0.0
+
+
+class DataCopyingTest:
+    """The data-copying test C_T of Meehan, Chaudhuri and Dasgupta (AISTATS 2020).
+
+    The training sample T is partitioned into ``cells`` cells by k-means (:func:`kmeans`, seeded by
+    ``generator``); a point belongs to the cell of its nearest centre. L(x) is the distance from x to
+    its nearest training point in its cell. In each cell pi, Z_U(pi) is the Mann-Whitney z-score
+    (:func:`mann_whitney_z`) of L over the generated points against L over the held-out true points
+    ``x_test``: negative when generated points lie closer to the training points than fresh true
+    points do (data copying), positive when farther (underfitting). Cells with at least
+    ``min_cell`` generated points (the paper's tau) and 2 held-out points enter
+
+        C_T = sum_pi w_pi Z_U(pi) / sum_pi w_pi,   w_pi = the fraction of held-out points in pi.
+
+    Without copying the Z_U(pi) are about independent N(0, 1), so z = C_T sum w / sqrt(sum w^2) is
+    about N(0, 1) and p = Phi(z) is the one-sided p-value of copying. The training partition and
+    the held-out distances are computed once; each call tests one generated sample. Cost
+    O(iters N k d) for k-means on N training points, then O((n + m) N d / k) for balanced cells.
+    """
+
+    def __init__(self, x_train: Any, x_test: Any, *, cells: int, generator: np.random.Generator,
+                 min_cell: int = 20, iters: int = 20):
+        self.train = _as_f64(x_train, "x_train")
+        self.test = _as_f64(x_test, "x_test")
+        if self.train.shape[1] != self.test.shape[1]:
+            raise ConfigError(f"x_train has dimension {self.train.shape[1]}, x_test {self.test.shape[1]}")
+        if min_cell < 1:
+            raise ConfigError(f"min_cell={min_cell} must be >= 1")
+        self.cells, self.min_cell = int(cells), int(min_cell)
+        self.centres = kmeans(self.train, self.cells, generator=generator, iters=iters)
+        self.train_cell, _ = nearest_rows(self.train, self.centres)
+        self.members = [self.train[self.train_cell == c] for c in range(self.cells)]
+        self.test_cell, self.test_dist = self._distances(self.test)
+
+    def _distances(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cell, _ = nearest_rows(x, self.centres)
+        dist = np.full(x.shape[0], np.inf)
+        for c in range(self.cells):
+            at = np.nonzero(cell == c)[0]
+            if at.size and self.members[c].shape[0]:
+                dist[at] = np.sqrt(nearest_rows(x[at], self.members[c])[1])
+        return cell, dist
+
+    def __call__(self, x_gen: Any) -> dict[str, Any]:
+        """``ct`` (C_T, or None when no cell qualifies), ``z``, ``p``, ``null_sd`` (C_T's sd without
+        copying), ``cells_used``, and the median
+        distance to the nearest training point of the generated and the held-out points."""
+        g = _as_f64(x_gen, "x_gen")
+        if g.shape[1] != self.train.shape[1]:
+            raise ConfigError(f"x_gen has dimension {g.shape[1]}, x_train {self.train.shape[1]}")
+        cell, dist = self._distances(g)
+        n_test = self.test.shape[0]
+        w, z = [], []
+        for c in range(self.cells):
+            dg, dt = dist[cell == c], self.test_dist[self.test_cell == c]
+            if dg.size >= self.min_cell and dt.size >= 2:
+                w.append(dt.size / n_test)
+                z.append(mann_whitney_z(dg, dt))
+        out: dict[str, Any] = {"cells_used": len(w), "gen_nn_median": float(np.median(dist)),
+                               "test_nn_median": float(np.median(self.test_dist))}
+        if not w:
+            return {**out, "ct": None, "z": None, "p": None, "null_sd": None}
+        wa, za = np.asarray(w), np.asarray(z)
+        ct = float(wa @ za / wa.sum())
+        null_sd = math.sqrt(float(wa @ wa)) / float(wa.sum())  # of C_T when the Z_U(pi) are iid N(0, 1)
+        zz = ct / null_sd
+        return {**out, "ct": ct, "z": zz, "p": float(scipy.special.ndtr(zz)), "null_sd": null_sd}
