@@ -100,7 +100,7 @@ class ModelConfig:
 
 @dataclass
 class LoggerConfig:
-    name: str = "wandb"
+    name: str = "wandb"  # wandb | csv | tensorboard | none (pfbench.tracking.LOGGERS)
     mode: str = "auto"
     project: str = "pfbench"
     entity: str | None = None
@@ -138,8 +138,8 @@ class TasksConfig:
 
 
 SCHEMAS = {"data": DataConfig, "model": ModelConfig, "logger": LoggerConfig, "tasks": TasksConfig}
-TOP_LEVEL = {"seed", "device", "threads", "resume", "overwrite", "progress", "plots", "data", "model", "eval",
-             "logger", "tasks", "experiment", "hydra"}
+TOP_LEVEL = {"seed", "device", "threads", "resume", "overwrite", "progress", "plots", "tags", "profile", "data",
+             "model", "eval", "logger", "tasks", "experiment", "hydra"}
 
 
 def _valid_keys(schema: type, path: list[str]) -> list[str]:
@@ -242,8 +242,13 @@ def validate(cfg: DictConfig) -> DictConfig:
            f"tasks.compressed_sensing: n={cs.n} >= 1, noise_std={cs.noise_std} >= 0, ms={list(cs.ms)} all >= 1")
     _check(m.generator in ("family", "mlp"), f"model.generator='{m.generator}' must be family or mlp")
     _check(out.logger.init_timeout > 0, f"logger.init_timeout={out.logger.init_timeout} must be > 0 (seconds)")
-    _check(cfg.logger.mode in ("auto", "offline", "online", "disabled"),
-           f"logger.mode='{cfg.logger.mode}' must be auto, offline, online or disabled")
+    from pfbench.tracking import check_logger, check_tags
+
+    out["tags"] = check_tags(cfg.get("tags"))
+    _check(cfg.get("profile", False) in (True, False), f"profile={cfg.get('profile')} must be true or false")
+    check_logger(out.logger)  # a known name; logger=tensorboard: its package is installed
+    _check(out.logger.mode in ("auto", "offline", "online", "disabled"),
+           f"logger.mode='{out.logger.mode}' must be auto, offline, online or disabled")
     from pfbench.metrics.evaluate import resolve_eval_config
 
     # eval: its schema (EvalConfig) is built from the distance registry, so it is merged there, with its

@@ -1,4 +1,5 @@
-"""Hydra's composition errors (and its output-directory failures) as one ``pfbench: error:`` line.
+"""Hydra's composition errors (and its output-directory failures) as one ``pfbench: error:`` line, and the
+plain spelling of the groups that are added on the command line (:func:`conventional_argv`).
 
 Hydra reports a typo such as ``data.n_tarin=5`` or ``+model=wgann`` in 5-17 lines with exit code 1.
 :func:`explain` turns such an exception into one line that names the key or option and lists the
@@ -27,6 +28,33 @@ def _overrides(argv: list[str]) -> list[str]:
         return list(get_args_parser().parse_args(argv).overrides)
     except BaseException:  # argparse exits on bad flags; Hydra then reports them itself
         return [a for a in argv if not a.startswith("-")]
+
+
+#: config groups outside the root defaults list that lightning-hydra-template's users write without a +
+PLAIN_GROUPS = ("experiment", "debug", "hparams_search")
+
+
+def conventional_argv(argv: list[str]) -> list[str]:
+    """``experiment=X``, ``debug=X`` and ``hparams_search=X`` as ``+experiment=X`` etc. (the groups are added,
+    not in the defaults list, so both spellings compose the same config), and ``+debug=X`` moved after the
+    other overrides, so that debug's settings win over the chosen ``+model``'s file whatever the order
+    (value overrides such as ``model.train.steps=50`` still win over both)."""
+    overrides = set(_overrides(argv))
+    out: list[str] = []
+    last: list[str] = []
+    end = 0  # after the last override (the overrides are one run of positional arguments, flags around them)
+    for a in argv:
+        m = re.match(r"(\+?)(\w+)=", a) if a in overrides else None
+        if m and m.group(2) in PLAIN_GROUPS:
+            a = a if m.group(1) else f"+{a}"
+            if m.group(2) == "debug":
+                last.append(a)
+                end = len(out)
+                continue
+        out.append(a)
+        if a in overrides or a.lstrip("+") in overrides:
+            end = len(out)
+    return out[:end] + last + out[end:]
 
 
 def _key_of(override: str) -> str:
@@ -65,6 +93,7 @@ def _missing_option(e: Exception, argv: list[str]) -> str | None:
 
 def _composed(overrides: list[str]) -> DictConfig | None:
     """The configuration these overrides compose to (None if they do not compose)."""
+    overrides = conventional_argv(overrides)
     try:
         from hydra import compose, initialize_config_dir
         from hydra.core.global_hydra import GlobalHydra

@@ -99,6 +99,7 @@ def _run_locked(cfg: DictConfig, raw: DictConfig, run_dir: Path, mode: str, t_st
         "method": m.name, "loss": m.loss, "generator": m.generator if m.kind != "estimator" else "estimator",
         "tuned": m.get("tuned"), "data": d.name, "latent_dim": d.latent_dim, "out_dim": d.out_dim,
         "n_train": d.n_train, "n_val": d.n_val, "seed": cfg.seed, "status": "running", "reason": None, "steps": 0,
+        "tags": list(cfg.get("tags") or []),
     }
     est, data, failure = _prepare(cfg, mode)
     state = None
@@ -440,9 +441,21 @@ def objective(record: dict) -> float:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
+    """One job. Every line it writes to stderr also goes to Hydra's job log ``<run dir>/train.log``, and
+    progress bars write periodic plain lines where stderr is not a terminal (:func:`pfbench.tracking.log_stderr`)."""
+    from pfbench.tracking import log_stderr
+
+    with log_stderr():
+        return _job(cfg)
+
+
+def _job(cfg: DictConfig) -> float:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        record = run(cfg, run_dir)
+        if "model" in cfg and HydraConfig.get().runtime.choices.get("model") is None:
+            # model.* values (debug=fast's) without a method: there is no run to shorten
+            raise ConfigError("no method chosen: add +model=<name>, e.g. +model=wgan (see conf/model/)")
+        record = _profiled(cfg, run_dir) if cfg.get("profile") is True else run(cfg, run_dir)
     except ConfigError as e:
         print(f"pfbench: error: {e}", file=sys.stderr)
         if _is_multirun():
@@ -463,14 +476,45 @@ def main(cfg: DictConfig) -> float:
     return objective(record)
 
 
+PROFILE_TOP = 40  # functions listed in profile.txt, by cumulative and by own time
+
+
+def _profiled(cfg: DictConfig, run_dir: Path) -> dict:
+    """``profile=true`` (debug=profile): the run under cProfile; ``<run dir>/profile.txt`` lists the top
+    functions by cumulative and by own time, ``profile.prof`` keeps every number (``python -m pstats``,
+    snakeviz). A refused run (ConfigError) writes no profile, like nothing else."""
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    record = prof.runcall(run, cfg, run_dir)
+    prof.dump_stats(str(run_dir / "profile.prof"))
+    buf = io.StringIO()
+    stats = pstats.Stats(prof, stream=buf).strip_dirs()
+    buf.write(f"cProfile of this run (pfbench profile=true): {stats.total_calls} calls, {stats.total_tt:.2f} s of "
+              f"profiled time, main thread only. Every function: python -m pstats profile.prof (or snakeviz).\n\n"
+              f"Top {PROFILE_TOP} by cumulative time:\n")
+    stats.sort_stats("cumulative").print_stats(PROFILE_TOP)
+    buf.write(f"Top {PROFILE_TOP} by own time:\n")
+    stats.sort_stats("tottime").print_stats(PROFILE_TOP)
+    write_text(run_dir / "profile.txt", buf.getvalue())
+    print(f"pfbench: profile: {run_dir / 'profile.txt'}", file=sys.stderr)
+    return record
+
+
 def cli(argv: list[str] | None = None) -> None:
-    """``python -m pfbench.train``: Hydra's main, with its composition and output-directory errors
-    (unknown keys, options and groups, unparsable overrides, an unwritable output directory) turned
-    into one ``pfbench: error:`` line and exit code 2 before any work. ``HYDRA_FULL_ERROR=1`` keeps
-    Hydra's own report."""
-    from pfbench.hydra_errors import explain
+    """``python -m pfbench.train`` and the ``pfbench-train`` console script: Hydra's main, with its
+    composition and output-directory errors (unknown keys, options and groups, unparsable overrides, an
+    unwritable output directory) turned into one ``pfbench: error:`` line and exit code 2 before any
+    work. ``HYDRA_FULL_ERROR=1`` keeps Hydra's own report. ``experiment=``, ``debug=`` and
+    ``hparams_search=`` are taken without the + (:func:`pfbench.hydra_errors.conventional_argv`)."""
+    from pfbench.hydra_errors import conventional_argv, explain
 
     argv = sys.argv[1:] if argv is None else argv
+    hydra_argv = conventional_argv(argv)
+    if hydra_argv != argv:
+        sys.argv[1:] = hydra_argv  # what hydra.main parses
     user_full = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing, so the error is ours to report
     try:
