@@ -21,10 +21,15 @@ from pfbench.seeding import torch_generator
 from tests.runner import compose_cfg
 
 DISTANCES = ("w1", "w2", "sw", "mmd", "nn_dist")
-SMALL = {"name": "small", "n_samples": 400, "w1": {"n": 400}, "w2": {"n": 200},
-         "sw": {"n": 400, "n_projections": 100}, "mmd": {"n": 400},
-         "nn": {"n": 400, "steps": 100, "width": 32}, "support": {"n_batches": 10},
+SMALL = {"name": "small", "n_samples": 400, "w1": {"n": 400, "null_n": 200, "null_draws": 19},
+         "w2": {"n": 200, "null_n": 100, "null_draws": 19},
+         "sw": {"n": 400, "n_projections": 100, "null_draws": 19}, "mmd": {"n": 400, "null_draws": 19},
+         "nn": {"n": 400, "steps": 100, "width": 32, "null_draws": 99}, "support": {"n_batches": 10},
+         "moments": {"n": 400, "null_draws": 59}, "copying": {"n": 400, "cells": 5},
          "param_error": {"restarts": 2}}
+#: SMALL as the evaluation was before the calibrated verdicts (issue 12): no nulls, moments or copying test
+SMALL_OLD = {**SMALL, **{k: {**SMALL[k], "null_draws": 0} for k in ("w1", "w2", "sw", "mmd", "nn")},
+             "moments": {"enabled": False}, "copying": {"enabled": False}}
 
 
 def relu_truth(seed: int = 0):
@@ -68,8 +73,8 @@ def test_eval_files_grow_and_missing_keys_take_the_default_file():
 
 
 @pytest.mark.parametrize("cfg,message", [
-    ({"w3": {}}, "unknown key eval.w3; valid keys: ['mmd', 'n_samples', 'name', 'nn', 'param_error', 'support', "
-                 "'sw', 'w1', 'w2']"),
+    ({"w3": {}}, "unknown key eval.w3; valid keys: ['alpha', 'copying', 'mmd', 'moments', 'n_samples', 'name', 'nn', "
+                 "'param_error', 'support', 'sw', 'w1', 'w2']"),
     ({"nn": {"widht": 3}}, "unknown key eval.nn.widht; valid keys: ['batch_size', 'depth', 'enabled', 'lr', 'n', "),
     # wrong types: exactly the schema's (no 'yes' -> true, '500' -> 500 conversion)
     ({"w1": {"n": "500"}}, "eval.w1.n='500' must be an integer"),
@@ -79,7 +84,8 @@ def test_eval_files_grow_and_missing_keys_take_the_default_file():
     ({"w2": {"max_iter": "x"}}, "eval.w2.max_iter='x' must be an integer or null"),
     ({"n_samples": None}, "eval.n_samples=None must be an integer"),
     ({"name": 3}, "eval.name=3 must be a string"),
-    ({"sw": 200}, "eval.sw must be a mapping with keys ['enabled', 'n', 'n_projections', 'p'], got 200"),
+    ({"sw": 200}, "eval.sw must be a mapping with keys ['enabled', 'n', 'n_projections', 'null_draws', 'p'], got 200"),
+    ({"alpha": "0.05"}, "eval.alpha='0.05' must be a number"),
     # out of range
     ({"n_samples": 3}, "eval.n_samples=3 must be an integer >= 4"),
     ({"mmd": {"n": 1}}, "eval.mmd.n=1 must be an integer >= 2"),
@@ -88,6 +94,21 @@ def test_eval_files_grow_and_missing_keys_take_the_default_file():
     ({"support": {"max_batch": 1}}, "eval.support.max_batch=1 must be an integer >= 2"),
     ({"param_error": {"restarts": -1}}, "eval.param_error.restarts=-1 must be an integer >= 0"),
     ({"w2": {"max_memory_gb": 0}}, "eval.w2.max_memory_gb=0.0 must be a positive number or null"),
+    # the calibrated verdicts' settings
+    ({"alpha": 0}, "eval.alpha=0.0 must be a number in (0, 1)"),
+    ({"alpha": 1.5}, "eval.alpha=1.5 must be a number in (0, 1)"),
+    ({"sw": {"null_draws": -1}}, "eval.sw.null_draws=-1 must be an integer >= 0"),
+    ({"w1": {"null_n": 1}}, "eval.w1.null_n=1 must be an integer >= 2"),
+    ({"mmd": {"null_draws": 10}}, "eval.mmd.null_draws=10 is too few for eval.alpha=0.05: the smallest p-value is "
+                                  "1/(1 + 10); use 0 (no null) or at least 19"),
+    ({"alpha": 0.01}, "eval.w1.null_draws=39 is too few for eval.alpha=0.01: the smallest p-value is 1/(1 + 39); "
+                      "use 0 (no null) or at least 99"),
+    ({"moments": {"folds": 1}}, "eval.moments.folds=1 must be an integer >= 2"),
+    ({"moments": {"n": 20, "folds": 10}}, "eval.moments.folds=10 needs eval.moments.n >= 3 folds = 30, got 20"),
+    ({"moments": {"sketch_dim": 0}}, "eval.moments.sketch_dim=0 must be an integer >= 1"),
+    ({"copying": {"cells": 0}}, "eval.copying.cells=0 must be an integer >= 1"),
+    ({"copying": {"max_train": 0}}, "eval.copying.max_train=0 must be an integer >= 1"),
+    ({"copying": {"min_cell": True}}, "eval.copying.min_cell=True must be an integer"),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_bad_eval_value_is_one_line_error_naming_the_key(cfg, message):
     with pytest.raises(ConfigError) as e:
@@ -190,6 +211,7 @@ def test_record_is_flat_json_deterministic_and_has_param_error():
     assert rec["eval_status"] == "ok"
     for k in DISTANCES:
         assert isinstance(rec[k], float) and isinstance(rec[f"{k}_floor"], float)
+        assert 0 < rec[f"{k}_pvalue"] <= 1 and rec[f"{k}_verdict"].startswith(("different", "indistinguishable"))
     assert rec["w1_converged"] is True and rec["w1_floor_converged"] is True
     # the same parameters (float32 copy of the float64 truth): gauge error at float32 rounding
     assert 0.0 <= rec["param_error"] <= 1e-6
@@ -200,6 +222,29 @@ def test_record_is_flat_json_deterministic_and_has_param_error():
     assert rec["support_true_atoms"] >= 1 and 0.02 <= rec["support_atom_fraction"] <= 0.2
     assert rec["support_size"] is None and rec["support_lower_bound"] >= 64**2
     assert rec["eval_time_s"] >= rec["w1_time_s"] >= 0.0
+
+
+@pytest.mark.parametrize("with_truth", [True, False], ids=["truth", "user-data"])
+def test_the_calibration_changes_no_existing_number(with_truth):
+    # the nulls, verdicts, moments and copying test only add keys: every value the evaluation reported
+    # before issue 12 is the same, bit for bit (the MMD's permutation null shares its kernel blocks)
+    truth, x_test = relu_truth(8)
+    x_train = truth.sample(600, torch_generator(8, "train"))
+    model = copy_of(truth, 0.1)
+    on = evaluate(model, x_test, truth=truth if with_truth else None, cfg=SMALL, seed=2, x_train=x_train)
+    off = evaluate(model, x_test, truth=truth if with_truth else None, cfg=SMALL_OLD, seed=2)
+    old = {k: v for k, v in off.items() if "time" not in k}
+    assert {k: on[k] for k in old} == old
+    added = set(on) - set(off)
+    for key in DISTANCES:
+        assert {f"{key}_null", f"{key}_null_draws", f"{key}_floor_mean", f"{key}_floor_std", f"{key}_pvalue",
+                f"{key}_z", f"{key}_verdict"} <= added, key
+    assert {"moments", "moments_floor", "moments_verdict", "copying", "copying_floor", "copying_pvalue",
+            "copying_verdict"} <= added and on["alpha"] == 0.05 and on["support_verdict"]
+    assert on["w1_floor_std"] > 0 and on["copying_verdict"].startswith(("no data copying", "copying suspected"))
+    kind = "fresh true draws" if with_truth else "permutation of pooled samples"
+    assert on["sw_null"].startswith(kind) and on["w1_null"].startswith(kind) and on["moments_null"].startswith(kind)
+    assert on["mmd_null"].startswith("permutation of pooled samples")
 
 
 @pytest.mark.slow
