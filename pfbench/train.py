@@ -363,7 +363,7 @@ def _evaluate_all(cfg: DictConfig, fitted: Fitted, data: Data, record: dict) -> 
             continue
         t0 = time.perf_counter()
         metrics, eval_timing = pop_timings(evaluate(model, data.x_test, truth=data.truth, cfg=cfg.eval, seed=cfg.seed,
-                                                    progress=cfg.progress))
+                                                    progress=cfg.progress, x_train=data.x_train))
         suffix = "" if key == "metrics" else key[len("metrics"):]
         timing[f"eval{suffix}_time_s"] = time.perf_counter() - t0
         if key == "metrics":
