@@ -10,7 +10,12 @@
 2. Sliced W (n = 1e5, d = 100, 200 projections, the same directions for all): pfbench (numpy
    sort), a torch sort of (L, n) contiguous projections, and POT's ``sliced_wasserstein_distance``.
 3. The neural-net distance at the default settings (n = 2000 per side, d = 20).
-4. The whole ``eval=default`` evaluation of a d = 20 quadratic run (target: under 30 s).
+4. The whole ``eval=default`` evaluation of a d = 20 quadratic run (n_test = 2000, n_train = 10000),
+   alternated with the same evaluation without what issue 12 added (every ``null_draws`` 0, no
+   moments, no copying test: the evaluation as it was before the calibrated verdicts): the ratio,
+   each stage's added seconds and its cost per null draw (target: at most about 10 s on 2 cores).
+5. Each null alone: a distance's stage with and without its null draws (fresh draws sampled
+   beforehand), the cost that set its B.
 
 Threads: BLAS/OpenMP thread counts are set from ``--threads`` through environment variables
 before numpy is imported (threadpoolctl is not installed), and torch.set_num_threads likewise.
@@ -31,6 +36,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="repeats for n <= 5000 (one at larger n)")
     p.add_argument("--skip-sw", action="store_true")
     p.add_argument("--skip-eval", action="store_true")
+    p.add_argument("--eval-repeats", type=int, default=3, help="alternations of the two evaluations")
+    p.add_argument("--skip-nn", action="store_true")
     p.add_argument("--json", type=str, default=None, help="also write the results here")
     return p.parse_args()
 
@@ -46,7 +53,9 @@ import warnings  # noqa: E402
 import numpy as np  # noqa: E402
 import ot  # noqa: E402
 import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
+import pfbench.metrics.evaluate as E  # noqa: E402
 from pfbench.families import make_instance  # noqa: E402
 from pfbench.metrics import distances as D  # noqa: E402
 from pfbench.metrics.evaluate import evaluate, resolve_eval_config  # noqa: E402
@@ -138,39 +147,106 @@ if not args.skip_sw:
     results["sw"] = sw_rows
 
 # 3 ---------------------------------------------------------------------------------------- NN distance
-say("== neural-net distance, default settings (n = 2000 per side, d = 20) ==")
 dflt = resolve_eval_config({})
-nn_cfg = dflt["nn"]
-rng = numpy_generator(1, "bench_nn")
-x = rng.standard_normal((2000, 20))
-y = rng.standard_normal((2000, 20)) + 0.05
-nn_rows = []
-for rep in range(2):
-    r = D.neural_net_distance(x, y, width=nn_cfg["width"], depth=nn_cfg["depth"], steps=nn_cfg["steps"],
-                              lr=nn_cfg["lr"], batch_size=nn_cfg["batch_size"],
-                              generator=torch_generator(rep, "bench_nn"))
-    nn_rows.append({"s": r.seconds, "value": r.value, "train_gap": r.train_gap})
-    say(f"  {r.critic_class}, {r.steps} steps: {r.seconds:.2f} s, held-out gap {r.value:.4f} "
-        f"(|shift| = {0.05 * 20**0.5:.3f} = W1 of the populations)")
-results["nn"] = nn_rows
+if not args.skip_nn:
+    say("== neural-net distance, default settings (n = 2000 per side, d = 20) ==")
+    nn_cfg = dflt["nn"]
+    rng = numpy_generator(1, "bench_nn")
+    x = rng.standard_normal((2000, 20))
+    y = rng.standard_normal((2000, 20)) + 0.05
+    nn_rows = []
+    for rep in range(2):
+        r = D.neural_net_distance(x, y, width=nn_cfg["width"], depth=nn_cfg["depth"], steps=nn_cfg["steps"],
+                                  lr=nn_cfg["lr"], batch_size=nn_cfg["batch_size"],
+                                  generator=torch_generator(rep, "bench_nn"))
+        nn_rows.append({"s": r.seconds, "value": r.value, "train_gap": r.train_gap})
+        say(f"  {r.critic_class}, {r.steps} steps: {r.seconds:.2f} s, held-out gap {r.value:.4f} "
+            f"(|shift| = {0.05 * 20**0.5:.3f} = W1 of the populations)")
+    results["nn"] = nn_rows
 
 # 4 ---------------------------------------------------------------------------------------- default eval
 if not args.skip_eval:
-    say("== eval=default on a quadratic run, r = 5, d = 20, n_test = 2000 ==")
+    say("== eval=default on a quadratic run, r = 5, d = 20, n_test = 2000, n_train = 10000: "
+        "with and without the nulls, moments and copying test (issue 12) ==")
     truth = make_instance("quadratic", 5, 20, generator=torch_generator(0, "instance"))
     x_test = truth.sample(2000, torch_generator(0, "test"))
+    x_train = truth.sample(10000, torch_generator(0, "train"))
     model = make_instance("quadratic", 5, 20, generator=torch_generator(0, "instance")).float()
     with torch.no_grad():
         model.Q.add_(0.05 * torch.randn(model.Q.shape, generator=torch.Generator().manual_seed(1)))
-    ev_rows = []
-    for _ in range(2):
-        rec = evaluate(model, x_test, truth=truth, cfg=dflt, seed=0)
-        ev_rows.append({k: v for k, v in rec.items() if k.endswith("_time_s")})
-    best = min(ev_rows, key=lambda r: r["eval_time_s"])
-    say("  " + ", ".join(f"{k[:-7]} {v:.2f}" for k, v in best.items()) + "  (seconds)")
-    say("  metric / floor: " + ", ".join(f"{k} {rec[k]:.4g}/{rec[k + '_floor']:.4g}"
-                                         for k in ("w1", "w2", "sw", "mmd", "nn_dist")))
-    results["eval_default"] = {"times": best, "record": {k: v for k, v in rec.items() if "time" not in k}}
+    old = resolve_eval_config({"w1": {"null_draws": 0}, "w2": {"null_draws": 0}, "sw": {"null_draws": 0},
+                               "mmd": {"null_draws": 0}, "nn": {"null_draws": 0},
+                               "moments": {"enabled": False}, "copying": {"enabled": False}})
+    runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    recs: dict[str, dict] = {}
+    for rep in range(args.eval_repeats):  # alternate, so that load drift hits both alike
+        for who in (("before", "after") if rep % 2 == 0 else ("after", "before")):
+            rec = evaluate(model, x_test, truth=truth, cfg=old if who == "before" else dflt, seed=0,
+                           x_train=None if who == "before" else x_train)
+            runs[who].append({k: v for k, v in rec.items() if k.endswith("_time_s")})
+            recs[who] = rec
+    same = [k for k in recs["before"] if "time" not in k and recs["before"][k] != recs["after"].get(k)]
+    best = {who: min(rows, key=lambda r: r["eval_time_s"]) for who, rows in runs.items()}
+    for who in ("before", "after"):
+        say(f"  {who:>6}: " + ", ".join(f"{k[:-7]} {v:.2f}" for k, v in best[who].items()) + "  (seconds)")
+    ratio = best["after"]["eval_time_s"] / best["before"]["eval_time_s"]
+    say(f"  ratio after / before: {ratio:.2f} (eval_time_s {best['after']['eval_time_s']:.2f} s vs "
+        f"{best['before']['eval_time_s']:.2f} s); keys of the old record that changed: {same or 'none'}")
+    draws = {"w1": dflt.w1.null_draws, "w2": dflt.w2.null_draws, "sw": dflt.sw.null_draws,
+             "mmd": dflt.mmd.null_draws, "nn_dist": dflt.nn.null_draws, "moments": dflt.moments.null_draws}
+    # each stage's own minimum over the repeats (the exact solves at n = 2000 vary by +-30% under load)
+    stage = {who: {k: min(r.get(k, 0.0) for r in rows) for k in rows[0]} for who, rows in runs.items()}
+    per_draw = {}
+    for key, b in draws.items():
+        added = stage["after"].get(f"{key}_time_s", 0.0) - stage["before"].get(f"{key}_time_s", 0.0)
+        per_draw[key] = {"B": b, "added_s": added, "per_draw_ms": 1e3 * added / b}
+        say(f"  {key:>8}: B = {b:4d}, +{added:.2f} s, {1e3 * added / b:.2f} ms per draw (stage minima)")
+    say("  new stages: " + ", ".join(f"{k[:-7]} {stage['after'][k]:.2f} s" for k in
+                                     ("moments_time_s", "copying_time_s", "null_sample_time_s") if k in stage["after"]))
+    rec = recs["after"]
+    say("  metric / floor / p: " + ", ".join(
+        f"{k} {rec[k]:.4g}/{rec[k + '_floor']:.4g}/{rec.get(k + '_pvalue')}"
+        for k in ("w1", "w2", "sw", "mmd", "nn_dist", "moments")))
+    say(f"  copying: {rec['copying_verdict']}")
+    results["eval_default"] = {"before": best["before"], "after": best["after"], "ratio": ratio,
+                               "changed_old_keys": same, "null_cost": per_draw,
+                               "record": {k: v for k, v in rec.items() if "time" not in k}}
+
+# 5 ---------------------------------------------------------------------------------------- null costs
+if not args.skip_eval:
+    say("== each null alone (default settings, d = 20, fresh draws sampled beforehand): the stage with its "
+        "null_draws against the stage with null_draws = 0, alternated ==")
+    x_gen = E._sample(model, 2000, 0, "eval_model")
+    x_floor = E._sample(truth, 2000, 0, "eval_floor")
+    x_ref = x_test.detach().numpy().astype(np.float64)
+    fresh = E._FreshDraws(truth, 2000, 0)
+    for b in range(1, 200):
+        fresh(b)
+    ctx = E.EvalContext(alpha=0.05, fresh=fresh, x_train=None)
+    null_cost = {}
+    for d in E.REGISTRY:
+        block = dflt[d.name]
+        if not d.context or "null_draws" not in block:
+            continue
+        cfg_b = OmegaConf.to_object(block)
+        cfg_0 = OmegaConf.to_object(OmegaConf.merge(block, {"null_draws": 0}))
+        t = {"with": [], "without": []}
+        for rep in range(3):
+            for who, c in ((("with", cfg_b), ("without", cfg_0)) if rep % 2 == 0 else
+                           (("without", cfg_0), ("with", cfg_b))):
+                t0 = time.perf_counter()
+                d.run(c, x_gen, x_ref, x_floor, 0, ctx=ctx)
+                t[who].append(time.perf_counter() - t0)
+        added = min(t["with"]) - min(t["without"])
+        null_cost[d.key] = {"B": cfg_b.null_draws, "stage_s": min(t["without"]), "null_s": added,
+                            "per_draw_ms": 1e3 * added / cfg_b.null_draws}
+        say(f"  {d.key:>8}: B = {cfg_b.null_draws:4d}, stage {min(t['without']):.2f} s + null {added:.2f} s "
+            f"({1e3 * added / cfg_b.null_draws:.2f} ms per draw)")
+    t0 = time.perf_counter()
+    for b in range(1, 200):
+        E._sample(truth, 2000, 0, f"eval_null_{b}")
+    say(f"  fresh true samples: {1e3 * (time.perf_counter() - t0) / 199:.2f} ms each (2000 points)")
+    results["null_cost"] = null_cost
 
 results["load_avg_end"] = os.getloadavg()
 say(f"load average start {results['load_avg_start']}, end {results['load_avg_end']}")
