@@ -350,7 +350,7 @@ def test_reference_rows_close_the_tables_and_verdicts_are_counted(tmp_path):
              ("truth", False, [False, False, True])]
     for method, copying, w1_diff in specs:
         for seed, diff in enumerate(w1_diff):
-            m = {"w1": 0.5, "w1_floor": 0.4, "w1_p": 0.01 if diff else 0.5, "w1_verdict": verdict(diff, 0.5),
+            m = {"w1": 0.5, "w1_floor": 0.4, "w1_pvalue": 0.01 if diff else 0.5, "w1_verdict": verdict(diff, 0.5),
                  "copying_verdict": ("copying suspected at n = 64: ..." if copying else "no copying detected"),
                  "param_error": 0.0 if method == "truth" else None,
                  "param_error_status": "ok" if method == "truth" else "skipped: not in the true family"}
