@@ -70,5 +70,8 @@ def test_memorizer_sits_at_the_w1_floor_and_has_no_parameter_error(tmp_path):
           "eval=fast", "logger=none", "plots=false", "progress=false"]
     m = run_inprocess(ov, tmp_path)["metrics"]
     assert m["param_error"] is None and "not in the true family" in m["param_error_status"]
-    # a sample of the truth: its W1 to the test sample is within 25% of a fresh true sample's
+    # a sample of the truth: its W1 to the test sample is within 25% of a fresh true sample's, and the
+    # calibrated verdict does not tell it from the truth; the data-copying test does
     assert abs(m["w1"] - m["w1_floor"]) <= 0.25 * m["w1_floor"]
+    assert m["w1_verdict"].startswith("indistinguishable")
+    assert m["copying_verdict"].startswith("copying suspected") and m["copying_pvalue"] < 1e-6
