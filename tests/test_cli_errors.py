@@ -23,6 +23,7 @@ def _cli(argv: list[str], monkeypatch, capsys) -> tuple[int, list[str]]:
 
 # every option of the group, as the files in conf/model/ name them (tuned configs included)
 MODELS = ", ".join(sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")))
+DATA = ", ".join(sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml")))
 CASES = {
     "readme_typo": (["+model=wgan", "data.n_tarin=5"],
                     "unknown config key 'data.n_tarin' (did you mean data.n_train?); valid keys under data: "
@@ -34,7 +35,7 @@ CASES = {
                      "eval=quick: there is no 'quick' in config group 'eval'; valid choices: default, fast, full"),
     "unknown_data": (["+model=wgan", "data=relu2"],
                      "data=relu2: there is no 'relu2' in config group 'data' (did you mean relu?); valid choices: "
-                     "file, polynomial, quadratic, relu, relu_deep"),
+                     f"{DATA}"),
     "key_the_model_lacks": (["+model=moments", "model.train.steps=50"],
                             "unknown config key 'model.train' (in model.train.steps=50); valid keys under model for "
                             "+model=moments: ['kind', 'name', 'params']"),
