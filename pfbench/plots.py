@@ -41,6 +41,11 @@ def plot_samples(true: np.ndarray, fake: np.ndarray | None, path: Path, title: s
     return path
 
 
+#: y-axis labels of the logged training losses (others are labelled with their key)
+LOSS_LABELS = {"loss_d": "discriminator / critic loss", "loss_g": "generator loss",
+               "loss": "loss (negative ELBO)", "nll": "reconstruction NLL", "kl": "KL(q(z|x) || p(z))"}
+
+
 def plot_curves(history: list[dict], path: Path, title: str, evals: list[dict] | None = None,
                 selected_step: int | None = None) -> Path | None:
     """One panel per logged loss against the generator step, and one for the periodic evaluations.
@@ -58,6 +63,7 @@ def plot_curves(history: list[dict], path: Path, title: str, evals: list[dict] |
     for ax, k in zip(axes[0], keys):
         ax.plot(steps, [h.get(k, np.nan) for h in history])
         ax.set_xlabel("generator step")
+        ax.set_ylabel(LOSS_LABELS.get(k, k))
         ax.set_title(k)
         ax.grid(alpha=0.3)
     if evals:
@@ -73,6 +79,7 @@ def plot_curves(history: list[dict], path: Path, title: str, evals: list[dict] |
             ax.axvline(selected_step, color="k", lw=0.8, alpha=0.6, label=f"selected ({selected_step})")
         ax.set_yscale("log")
         ax.set_xlabel("generator step")
+        ax.set_ylabel("value (log scale; lower is better)")
         ax.set_title("periodic evaluation")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
