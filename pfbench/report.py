@@ -10,23 +10,33 @@ validation statistic selects among the evaluations at steps <= B (:func:`budget_
 selection reads validation numbers only), and its parameter error is the one recorded in
 ``history.json`` for that evaluation. Estimators have no steps: one result per run, with its fit time.
 
-Every table cell counts its runs, ``k/N``: k usable of the N runs of that method and n_train; the
-runs left out (failed, diverged, skipped, a null/non-finite metric, ...) are listed under the table
-with the reason, never dropped silently.
+Every table cell says when runs are missing, ``[k/N]``: k usable of the N runs of that method and
+n_train; the runs left out (failed, diverged, skipped, a null/non-finite metric, ...) are listed under
+the table with the reason, never dropped silently. Numbers have 3 significant digits; cells are
+median (mean ± 95% t half-width) over seeds; times are training seconds (periodic evaluations
+excluded) or fit time, never the worker's start-up.
+
+Method labels are words joined by ``-`` (``wgan-gp``, ``jsgan-minimax``, ``jsgan-nonsat``), with
+``-tuned`` and ``+mlp`` for the variants (:func:`method_label`), the same in tables, legends and
+``results.csv``; config names (``+model=jsgan_minimax_tuned``) are unchanged.
 
 Outputs (in ``<sweep dir>/report`` unless ``--out``):
 
 - ``results.csv``: one row per run; flat columns (``cfg.*`` config, ``metrics.*``, ``fit.*``, ``timing.*``,
   ``budget_<B>.*`` the selected checkpoint at each budget);
-- ``report.md``: the headline; per data family, the selected-checkpoint parameter error by
-  (n_train, budget), the final / selected / EMA checkpoints, the rank correlation of each
-  validation statistic with the parameter error, and all test metrics of the final models beside
-  their noise floors; the failures;
+- ``report.md``: the headline; per data family, the selected-checkpoint parameter error by budget and
+  n_train, the final / selected / EMA checkpoints, the rank correlation of each validation statistic
+  with the parameter error, all test metrics of the final models with the noise floors in their own
+  rows, the calibrated verdicts; the skipped, failed and diverged runs with their reasons;
 - ``headline.md``: the headline block (caption and tables) that ``scripts/update_readme_headline.py``
   puts in the README;
+- ``tables/*.tex``: the same tables as LaTeX booktabs ``tabular``s (``headline_by_n``,
+  ``headline_by_budget``, ``<family>_budgets``, ``<family>_checkpoints``, ``<family>_metrics``,
+  ``<family>_verdicts``);
 - ``param_error_vs_steps.png``, ``param_error_vs_time.png`` (time to accuracy), ``param_error_vs_n.png``,
-  ``distance_vs_n.png`` (log-log, fitted slopes), ``time_to_accuracy.png`` and ``samples_<family>.png``,
-  one fixed color per method in every figure (:func:`method_style`).
+  ``distance_vs_n.png`` (medians over seeds, interquartile bars, log-log slopes, noise floors),
+  ``time_to_accuracy.png`` (one point per run) and ``samples_<family>.png``; one fixed color and
+  marker per method in every figure (:func:`method_style`), one legend per figure beside the panels.
 """
 
 from __future__ import annotations
@@ -67,30 +77,42 @@ class ReportError(Exception):
 
 
 # ---------------------------------------------------------------------------------------------
-# One fixed color per method in every figure
+# Method labels, and one fixed color and marker per method in every figure
 # ---------------------------------------------------------------------------------------------
+#
+# A method label is lowercase words joined by "-" (``wgan-gp``, ``jsgan-nonsat``, ``relu-moments``),
+# with ``-tuned`` for tuned hyperparameters and ``+mlp`` for the generic MLP generator
+# (``jsgan-minimax-tuned+mlp``); the config names (``+model=jsgan_minimax_tuned``) are unchanged.
 
-#: base method label -> color; ``+mlp`` and ``_tuned`` variants keep their base method's color
+#: loss names shortened in labels (jsgan's default loss)
+LOSS_LABELS = {"non_saturating": "nonsat"}
+#: base method label -> color; ``+mlp`` and ``-tuned`` variants keep their base method's color
 METHOD_COLORS: dict[str, str] = {
     "wgan": "#1f77b4",
-    "wgan_gp": "#ff7f0e",
-    "jsgan-non_saturating": "#2ca02c",
+    "wgan-gp": "#ff7f0e",
+    "jsgan-nonsat": "#2ca02c",
     "jsgan-minimax": "#d62728",
     "vae": "#9467bd",
     "moments": "#000000",
     "sos": "#8c564b",
-    "relu_moments": "#e377c2",
+    "relu-moments": "#e377c2",
     # reference methods (pfbench.baselines): greys, so they read as a backdrop in every figure
     "truth": "#7f7f7f",
     "memorize": "#b0b0b0",
     "gaussian": "#c7c7c7",
 }
-#: variant -> (line style, marker); the base method's color is kept
+#: base method label -> marker, so that points of different methods at the same place stay visible
+METHOD_MARKERS: dict[str, str] = {
+    "wgan": "o", "wgan-gp": "s", "jsgan-nonsat": "v", "jsgan-minimax": "^", "vae": "D",
+    "moments": "*", "sos": "P", "relu-moments": "X", "truth": "h", "memorize": "p", "gaussian": "d",
+}
+_SPARE_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">", "h")
+#: variant -> (line style, marker fill): ``+mlp`` dash-dotted, default (untuned) hyperparameters hollow
 VARIANT_STYLES: dict[tuple[bool, bool], tuple[str, str]] = {  # (tuned, mlp)
-    (False, False): ("-", "o"),
-    (True, False): ("-", "^"),
-    (False, True): ("-.", "s"),
-    (True, True): ("-.", "D"),
+    (False, False): ("-", "none"),
+    (True, False): ("-", "full"),
+    (False, True): ("-.", "none"),
+    (True, True): ("-.", "full"),
 }
 
 
@@ -98,18 +120,36 @@ class Style(NamedTuple):
     color: str
     linestyle: str
     marker: str
+    fill: str  # "full" or "none" (hollow)
+
+    def marker_kw(self) -> dict[str, Any]:
+        """Keyword arguments of ``ax.plot`` / ``ax.errorbar`` for this style's markers."""
+        return {"color": self.color, "marker": self.marker, "markeredgecolor": self.color,
+                "markerfacecolor": self.color if self.fill == "full" else "white"}
+
+
+def _word(name: Any) -> str:
+    return str(name).replace("_", "-")
 
 
 def split_label(label: str) -> tuple[str, bool, bool]:
-    """``jsgan-minimax_tuned+mlp`` -> (``jsgan-minimax``, tuned, mlp)."""
+    """``jsgan-minimax-tuned+mlp`` -> (``jsgan-minimax``, tuned, mlp)."""
     mlp = label.endswith("+mlp")
     base = label[: -len("+mlp")] if mlp else label
-    tuned = base.endswith("_tuned")
-    return (base[: -len("_tuned")] if tuned else base), tuned, mlp
+    tuned = base.endswith("-tuned")
+    return (base[: -len("-tuned")] if tuned else base), tuned, mlp
+
+
+ESTIMATOR_LABELS = frozenset(map(_word, ESTIMATOR_METHODS))
+REFERENCE_LABELS = frozenset(map(_word, REFERENCE_METHODS))
+
+
+def _hash(name: str) -> int:
+    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
 
 
 def _hash_color(name: str) -> str:
-    h = int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
+    h = _hash(name)
     r, g, b = colorsys.hsv_to_rgb((h % 360) / 360.0, 0.55 + (h >> 9) % 4 * 0.1, 0.55 + (h >> 11) % 3 * 0.12)
     return "#{:02x}{:02x}{:02x}".format(*(round(255 * c) for c in (r, g, b)))
 
@@ -118,14 +158,22 @@ def _hash_color(name: str) -> str:
 def method_style(label: str) -> Style:
     """The style of a method label in every figure (the same object for the same label).
 
-    The color is the base method's (:data:`METHOD_COLORS`; an unknown method gets a color derived
-    from a hash of its name, the same in every report); tuned and ``+mlp`` variants differ by
-    marker and line style.
+    Color and marker are the base method's (:data:`METHOD_COLORS`, :data:`METHOD_MARKERS`; an
+    unknown method gets both from a hash of its name, the same in every report); variants differ by
+    line style (``+mlp`` dash-dotted) and marker fill (default hyperparameters hollow, ``-tuned``
+    and estimators filled).
     """
     base, tuned, mlp = split_label(label)
     color = METHOD_COLORS.get(base) or _hash_color(base)
-    ls, marker = VARIANT_STYLES[(tuned, mlp)]
-    return Style(color, ls, marker)
+    marker = METHOD_MARKERS.get(base) or _SPARE_MARKERS[_hash(base) % len(_SPARE_MARKERS)]
+    ls, fill = VARIANT_STYLES[(tuned or base in ESTIMATOR_LABELS, mlp)]
+    return Style(color, ls, marker, fill)
+
+
+def legend_order(label: str) -> tuple:
+    """Learned methods, then estimators, then the reference methods; alphabetical within each."""
+    base = split_label(label)[0]
+    return (base in REFERENCE_LABELS, base in ESTIMATOR_LABELS, label)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,25 +181,37 @@ def method_style(label: str) -> Style:
 # ---------------------------------------------------------------------------------------------
 
 
+def base_label(method: Any, loss: Any = None) -> str:
+    """A method's label: ``wgan_gp`` -> ``wgan-gp``; ``jsgan`` with loss ``non_saturating`` -> ``jsgan-nonsat``."""
+    name = _word(method)
+    if name == "jsgan" and loss:
+        name = f"jsgan-{LOSS_LABELS.get(str(loss), _word(loss))}"
+    return name
+
+
 def method_label(rec: dict) -> str:
-    """wgan, wgan_gp, jsgan-minimax, vae, moments, ...; ``_tuned`` marks tuned hyperparameters and
-    ``+mlp`` a generic MLP generator."""
-    name = str(rec.get("method") or "?")
-    if name == "jsgan" and rec.get("loss"):
-        name = f"jsgan-{rec['loss']}"
-    if rec.get("tuned") and not name.endswith("_tuned"):
-        name += "_tuned"
+    """wgan, wgan-gp, jsgan-minimax, jsgan-nonsat, vae, moments, ...; ``-tuned`` marks tuned
+    hyperparameters and ``+mlp`` a generic MLP generator."""
+    name = base_label(rec.get("method") or "?", rec.get("loss"))
+    if name.endswith("-tuned"):
+        name = name[: -len("-tuned")]
+        tuned = True
+    else:
+        tuned = bool(rec.get("tuned"))
+    if tuned:
+        name += "-tuned"
     if rec.get("generator") == "mlp":
         name += "+mlp"
     return name
 
 
 def label_from_choice(choice: str) -> str:
-    """The method label of a ``+model=<choice>`` config option (``jsgan_minimax_tuned`` -> ``jsgan-minimax_tuned``)."""
+    """The method label of a ``+model=<choice>`` config option (``jsgan_minimax_tuned`` -> ``jsgan-minimax-tuned``,
+    ``jsgan`` -> ``jsgan-nonsat``)."""
     tuned = choice.endswith("_tuned")
     base = choice[: -len("_tuned")] if tuned else choice
-    base = {"jsgan": "jsgan-non_saturating", "jsgan_minimax": "jsgan-minimax"}.get(base, base)
-    return base + ("_tuned" if tuned else "")
+    base = base_label("jsgan", "non_saturating") if base == "jsgan" else _word(base)
+    return base + ("-tuned" if tuned else "")
 
 
 def _data_names() -> list[str]:
@@ -280,7 +340,7 @@ def load_runs(root: Path) -> list[dict]:
         row["n_train"] = _int_or(row.get("n_train"))
         kind = row.get("cfg.model.kind") or ident.get("kind")
         if rec.get("generator") == "estimator" or kind == "estimator" or \
-                split_label(row["label"])[0] in ESTIMATOR_METHODS:
+                split_label(row["label"])[0] in ESTIMATOR_LABELS:
             row["_kind"] = "estimator"
         else:
             row["_kind"] = "learned"
@@ -321,11 +381,36 @@ def mean_ci(values: list[float]) -> tuple[float, float] | None:
     return float(a.mean()), float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / math.sqrt(len(a)))
 
 
+def sig3(x: float | None) -> str:
+    """A number with 3 significant digits, as every table writes it: ``0.100``, ``0.0431``, ``179``,
+    ``1230``, ``6.07e-04``, ``1.23e+05``; ``–`` for None or a non-finite number."""
+    x = _num(x)
+    if x is None:
+        return "–"
+    if x == 0:
+        return "0"
+    mant, exp = f"{x:.2e}".split("e")
+    e = int(exp)
+    if e < -3 or e >= 5:
+        return f"{mant}e{e:+03d}"
+    if e >= 2:
+        return f"{round(x, 2 - e):.0f}"
+    return f"{x:.{2 - e}f}"
+
+
 def fmt(mc: tuple[float, float] | None) -> str:
+    """``mean ± half-width`` (3 significant digits each); the mean alone when the half-width is 0."""
     if mc is None:
         return "–"
     m, h = mc
-    return f"{m:.3g}" if h == 0 else f"{m:.3g} ± {h:.2g}"
+    return sig3(m) if h == 0 else f"{sig3(m)} ± {sig3(h)}"
+
+
+def summary(values: list[float]) -> str:
+    """``median (mean ± 95% t half-width)``, or the value alone for a single run."""
+    if len(values) == 1:
+        return sig3(values[0])
+    return f"{sig3(float(np.median(values)))} ({fmt(mean_ci(values))})"
 
 
 def _ok(r: dict) -> bool:
@@ -512,7 +597,7 @@ def _nsort(n: Any) -> tuple:
 
 def is_reference(label: str) -> bool:
     """A reference method's label (``+model=memorize``, ``gaussian``, ``truth``): listed after the methods."""
-    return split_label(label)[0] in REFERENCE_METHODS
+    return split_label(label)[0] in REFERENCE_LABELS
 
 
 def _label_sort(cells: dict, label: str) -> tuple:
@@ -528,16 +613,66 @@ def _fmt_n(n: Any) -> str:
 
 
 def _fmt_s(t: float | None) -> str:
-    if t is None:
-        return "–"
-    return f"{t:.1f} s" if t >= 1 else f"{t:.2g} s"
+    return "–" if _num(t) is None else f"{sig3(t)} s"
+
+
+def _signed(x: float) -> str:
+    return ("+" if x > 0 else "") + sig3(x)
 
 
 def stat_cell(values: list[float], n_all: int) -> str:
-    """``median · mean ± 95% half-width · k/N``."""
+    """``median (mean ± 95% t half-width)`` over the usable runs, ``[k/N]`` when only k of the N runs are usable."""
     if not values:
-        return f"– · 0/{n_all}"
-    return f"{np.median(values):.3g} · {fmt(mean_ci(values))} · {len(values)}/{n_all}"
+        return f"– [0/{n_all}]"
+    return summary(values) + (f" [{len(values)}/{n_all}]" if len(values) < n_all else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# One table, two renderings: markdown (report.md) and LaTeX booktabs (tables/*.tex)
+# ---------------------------------------------------------------------------------------------
+
+
+class Table(NamedTuple):
+    columns: list[str]
+    rows: list[list[str]]
+    left: int = 1  # leading label columns (left-aligned; the others are numbers, right-aligned)
+    rules: tuple[int, ...] = ()  # rows a LaTeX \midrule goes before (the reference rows, the noise floors)
+
+
+def _first_rule(rows: list[list[str]], is_backdrop: Callable[[str], bool]) -> tuple[int, ...]:
+    i = next((i for i, r in enumerate(rows) if is_backdrop(r[0])), None)
+    return () if i is None or i == 0 else (i,)
+
+
+def to_markdown(t: Table) -> list[str]:
+    return ["| " + " | ".join(t.columns) + " |", "|" + "---|" * len(t.columns),
+            *("| " + " | ".join(r) + " |" for r in t.rows)]
+
+
+_TEX_CHARS = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$", "{": r"\{",
+              "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "`": "", "±": r"$\pm$",
+              "·": r"$\cdot$", "″": "$''$", "–": "--", "×": r"$\times$", "≤": r"$\le$", "…": r"\dots{}"}
+
+
+def tex_escape(text: str) -> str:
+    """A table cell as LaTeX text: special characters escaped, ``1.20e-04`` as ``$1.20\\times10^{-4}$``."""
+    s = "".join(_TEX_CHARS.get(c, c) for c in str(text))
+    return re.sub(r"(-?\d\.\d+)e([+-])0*(\d+)",
+                  lambda m: rf"${m[1]}\times10^{{{'-' if m[2] == '-' else ''}{m[3]}}}$", s)
+
+
+def to_latex(t: Table, comment: str = "") -> str:
+    """A booktabs ``tabular`` (\\toprule, \\midrule, \\bottomrule; needs ``\\usepackage{booktabs}``)."""
+    spec = "l" * t.left + "r" * (len(t.columns) - t.left)
+    out = [f"% {line}" for line in comment.splitlines()]
+    out += ["% generated by pfbench.report; needs \\usepackage{booktabs}", f"\\begin{{tabular}}{{{spec}}}",
+            "\\toprule", " & ".join(map(tex_escape, t.columns)) + r" \\", "\\midrule"]
+    for i, row in enumerate(t.rows):
+        if i in t.rules:
+            out.append("\\midrule")
+        out.append(" & ".join(map(tex_escape, row)) + r" \\")
+    out += ["\\bottomrule", "\\end{tabular}", ""]
+    return "\n".join(out)
 
 
 class Exclusions:
@@ -563,10 +698,15 @@ class Exclusions:
             if cols:
                 where += f", {what} " + " / ".join(c if isinstance(c, str) else f"{int(c):,}"
                                                    for c in sorted(cols, key=lambda c: (isinstance(c, str), c)))
-            names = sorted(runs)
-            shown = ", ".join(f"`{x}`" for x in names[:4]) + (f", … (+{len(names) - 4})" if len(names) > 4 else "")
-            out.append(f"- {where}: **{reason}**: {len(names)} run{'s' * (len(names) != 1)} ({shown})")
+            out.append(f"- {where}: **{reason}**: {_run_list(runs)}")
         return out
+
+
+def _run_list(runs: Iterable[str], shown: int = 4) -> str:
+    names = sorted(runs)
+    listed = ", ".join(f"`{x}`" for x in names[:shown]) + (f", … (+{len(names) - shown})" if len(names) > shown
+                                                             else "")
+    return f"{len(names)} run{'s' * (len(names) != 1)} ({listed})"
 
 
 def _unknown_n(cells: dict[tuple[str, Any], list[dict]]) -> Exclusions:
@@ -579,27 +719,27 @@ def _unknown_n(cells: dict[tuple[str, Any], list[dict]]) -> Exclusions:
     return exc
 
 
+def _row_name(label: str) -> str:
+    return f"{label} (reference)" if is_reference(label) else label
+
+
 def budget_table(cells: dict[tuple[str, Any], list[dict]], budgets: list[int],
-                 statistic: str | None = None) -> tuple[list[str], Exclusions]:
-    """Selected-checkpoint param_error: rows method, columns (n_train, budget); estimators once per n."""
+                 statistic: str | None = None) -> tuple[Table, Exclusions]:
+    """Selected-checkpoint param_error: one row per (method, budget B), one column per n_train; an
+    estimator has one row (no steps; its fit time in the cell)."""
     exc = _unknown_n(cells)
     ns = sorted({n for (_, n) in cells if n is not None}, key=_nsort)
     labels = sorted({lb for (lb, n) in cells if n is not None}, key=lambda lb: _label_sort(cells, lb))
     bs: list[int | None] = list(budgets) or [None]
-    cols = [(n, b) for n in ns for b in bs]
-    head = ["method"] + [f"n = {_fmt_n(n)}" + (f", B = {int(b):,}" if b is not None else "") for n, b in cols]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---|" * len(cols)]
+    rows = []
     for label in labels:
-        vals_row = []
-        for n in ns:
-            runs = cells.get((label, n), [])
-            est = any(is_estimator(r) for r in runs)
-            for i, b in enumerate(bs):
+        est = any(is_estimator(r) for n in ns for r in cells.get((label, n), []))
+        for b in bs[:1] if est else bs:
+            row = [_row_name(label), "–" if est or b is None else f"{int(b):,}"]
+            for n in ns:
+                runs = cells.get((label, n), [])
                 if not runs:
-                    vals_row.append("")
-                    continue
-                if est and i > 0:
-                    vals_row.append("″")
+                    row.append("")
                     continue
                 vals, times = [], []
                 for r in runs:
@@ -613,22 +753,22 @@ def budget_table(cells: dict[tuple[str, Any], list[dict]], budgets: list[int],
                 cell = stat_cell(vals, len(runs))
                 if est and times:
                     cell += f" · fit {_fmt_s(float(np.median(times)))}"
-                vals_row.append(cell)
-        lines.append(f"| {label} | " + " | ".join(vals_row) + " |")
-    return lines, exc
+                row.append(cell)
+            rows.append(row)
+    head = ["method", "B (steps)", *(f"n = {_fmt_n(n)}" for n in ns)]
+    return Table(head, rows, left=2, rules=_first_rule(rows, lambda c: c.endswith("(reference)"))), exc
 
 
 CHECKPOINTS = (("final", "metrics.param_error"), ("selected (whole run)", "metrics_selected.param_error"),
                ("EMA (final)", "metrics_ema.param_error"))
 
 
-def checkpoint_table(cells: dict[tuple[str, Any], list[dict]]) -> tuple[list[str], Exclusions]:
+def checkpoint_table(cells: dict[tuple[str, Any], list[dict]]) -> tuple[Table, Exclusions]:
     """Test-split param_error of the final, selected (over the whole run) and EMA generators."""
     exc = _unknown_n(cells)
     ns = sorted({n for (_, n) in cells if n is not None}, key=_nsort)
     labels = sorted({lb for (lb, n) in cells if n is not None}, key=lambda lb: _label_sort(cells, lb))
-    lines = ["| method | checkpoint | " + " | ".join(f"n = {_fmt_n(n)}" for n in ns) + " |",
-             "|---|---|" + "---|" * len(ns)]
+    rows = []
     for label in labels:
         for name, key in CHECKPOINTS:
             vals_row, any_counted = [], False
@@ -646,56 +786,81 @@ def checkpoint_table(cells: dict[tuple[str, Any], list[dict]]) -> tuple[list[str
                 any_counted |= counted > 0
                 vals_row.append(stat_cell(vals, counted) if counted else "")
             if any_counted:
-                lines.append(f"| {label} | {name} | " + " | ".join(vals_row) + " |")
-    return lines, exc
+                rows.append([_row_name(label), name, *vals_row])
+    table = Table(["method", "checkpoint", *(f"n = {_fmt_n(n)}" for n in ns)], rows, left=2,
+                  rules=_first_rule(rows, lambda c: c.endswith("(reference)")))
+    return table, exc
 
 
-def rank_corr_table(cells: dict[tuple[str, Any], list[dict]]) -> list[str]:
+def rank_corr_table(cells: dict[tuple[str, Any], list[dict]]) -> Table | None:
     """Median over runs of the Spearman correlation of each validation statistic with param_error."""
     by_label: dict[str, list[dict]] = defaultdict(list)
     for (label, _), runs in cells.items():
         by_label[label] += [r for r in runs if _ok(r) and not is_estimator(r)]
-    lines = []
-    for label in sorted(by_label):
+    rows = []
+    for label in sorted(by_label, key=legend_order):
         runs = by_label[label]
         vals = []
         for s in STATISTICS:
             rho = [x for x in (_num(r.get(f"selection.rank_corr_with_param_error.{s}")) for r in runs)
                    if x is not None]
-            vals.append(f"{np.median(rho):+.2f} ({len(rho)}/{len(runs)})" if rho else f"– (0/{len(runs)})")
+            vals.append((_signed(float(np.median(rho))) + (f" [{len(rho)}/{len(runs)}]" if len(rho) < len(runs)
+                                                            else "")) if rho else f"– [0/{len(runs)}]")
         if any(not v.startswith("–") for v in vals):
-            lines.append(f"| {label} | " + " | ".join(vals) + " |")
-    if not lines:
-        return []
-    return ["| method | " + " | ".join(STATISTICS) + " |", "|---|" + "---|" * len(STATISTICS)] + lines
+            rows.append([label, *vals])
+    return Table(["method", *STATISTICS], rows) if rows else None
 
 
-def family_table(cells: dict[tuple[str, Any], list[dict]]) -> list[str]:
-    """All test metrics of the final models: mean ± 95% half-width over completed runs (``[k]``: the
-    number of runs with a finite value, where some but fewer than the completed runs have one)."""
-    cols = ["method", "n_train", "completed/runs", "param_error"]
-    for d in DISTANCES:
-        cols += [d, f"{d}_floor"]
-    cols += ["fit time (s)"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+def _dedup_by_seed(runs: list[dict], get: Callable[[dict], float | None]) -> list[float]:
+    """One value per seed: a noise floor is a property of the family and sample sizes (every method's run of
+    the same seed draws the same true samples), so counting it once per method would shrink its interval."""
+    by_seed: dict[Any, float] = {}
+    for r in runs:
+        v = get(r)
+        if v is not None:
+            by_seed.setdefault(r.get("seed", r.get("run_dir")), v)
+    return list(by_seed.values())
+
+
+def family_table(cells: dict[tuple[str, Any], list[dict]]) -> Table | None:
+    """All test metrics of the final models: mean ± 95% t half-width over the completed runs (``[k]``: the
+    number of runs with a finite value, where some but fewer than the completed runs have one), training
+    or fit seconds, and the noise floor of each distance in its own row(s) at the end."""
+    present = [d for d in DISTANCES if any(_num(r.get(f"metrics.{d}")) is not None
+                                           for runs in cells.values() for r in runs)]  # columns with a value
+    cols = ["method", "n_train", "runs", "param_error", *present, "train/fit (s)"]
 
     def cell(runs: list[dict], get: Callable[[dict], float | None]) -> str:
         v = [x for x in map(get, runs) if x is not None]
         return fmt(mean_ci(v)) + (f" [{len(v)}]" if 0 < len(v) < len(runs) else "")
 
+    rows = []
+    floors: dict[Any, list[dict]] = defaultdict(list)
     for (label, n), all_runs in sorted(cells.items(), key=lambda kv: (_label_sort(cells, kv[0][0]),
                                                                       _nsort(kv[0][1]))):
         runs = [r for r in all_runs if _ok(r)]
         if not runs:
             continue
-        vals = [f"{label} (reference)" if is_reference(label) else label, str(n), f"{len(runs)}/{len(all_runs)}",
-                cell(runs, lambda r: _num(r.get("metrics.param_error")))]
-        for d in DISTANCES:
-            vals += [cell(runs, lambda r, d=d: _num(r.get(f"metrics.{d}"))),
-                     cell(runs, lambda r, d=d: _num(r.get(f"metrics.{d}_floor")))]
-        vals.append(cell(runs, _fit_time))
-        lines.append("| " + " | ".join(vals) + " |")
-    return lines if len(lines) > 2 else []
+        floors[n] += runs
+        row = [_row_name(label), _fmt_n(n), f"{len(runs)}/{len(all_runs)}",
+               cell(runs, lambda r: _num(r.get("metrics.param_error")))]
+        row += [cell(runs, lambda r, d=d: _num(r.get(f"metrics.{d}"))) for d in present]
+        row.append(cell(runs, train_seconds))
+        rows.append(row)
+    if not rows:
+        return None
+    floor_rows = []
+    for n in sorted(floors, key=_nsort):
+        vals = [fmt(mean_ci(_dedup_by_seed(floors[n], lambda r, d=d: _num(r.get(f"metrics.{d}_floor")))))
+                for d in present]
+        if any(v != "–" for v in vals):
+            floor_rows.append(["noise floor (true vs true)", _fmt_n(n), "", "", *vals, ""])
+    if len(floor_rows) > 1 and len({tuple(r[4:]) for r in floor_rows}) == 1:  # the same at every n_train
+        floor_rows = [[floor_rows[0][0], "all", *floor_rows[0][2:]]]
+    rules = _first_rule(rows, lambda c: c.endswith("(reference)"))
+    if floor_rows:
+        rules += (len(rows),)
+    return Table(cols, rows + floor_rows, left=2, rules=rules)
 
 
 def _verdict_cell(runs: list[dict], key: str, bad: str) -> str:
@@ -704,11 +869,11 @@ def _verdict_cell(runs: list[dict], key: str, bad: str) -> str:
     if not verdicts:
         return ""
     k = sum(v.startswith(bad) for v in verdicts)
-    ps = [p for p in (_num(r.get(f"metrics.{key}_p")) for r in runs) if p is not None]
-    return f"{k}/{len(verdicts)}" + (f" (p {np.median(ps):.2g})" if ps else "")
+    ps = [p for p in (_num(r.get(f"metrics.{key}_pvalue")) for r in runs) if p is not None]
+    return f"{k}/{len(verdicts)}" + (f" (p {sig3(float(np.median(ps)))})" if ps else "")
 
 
-def verdict_table(cells: dict[tuple[str, Any], list[dict]]) -> list[str]:
+def verdict_table(cells: dict[tuple[str, Any], list[dict]]) -> Table | None:
     """Per method and n_train: in how many runs each calibrated verdict says "different from the truth"
     (median p-value beside it), and in how many the memorization checks flag the generator. Reference
     methods (``truth``, ``memorize``, ``gaussian``) close the table: ``truth`` shows the false-positive
@@ -718,25 +883,40 @@ def verdict_table(cells: dict[tuple[str, Any], list[dict]]) -> list[str]:
     mem = [k for k in ("copying", "support") if any(r.get(f"metrics.{k}_verdict") is not None
                                                      for runs in cells.values() for r in runs)]
     if not keys and not mem:
-        return []
+        return None
     cols = ["method", "n_train", *[f"{k}: different" for k in keys], *[f"{k}: flagged" for k in mem]]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    rows = []
     order = sorted(cells.items(), key=lambda kv: (_label_sort(cells, kv[0][0]), _nsort(kv[0][1])))
     for (label, n), all_runs in order:
         runs = [r for r in all_runs if _ok(r)]
         if not runs:
             continue
-        name = f"{label} (reference)" if is_reference(label) else label
-        vals = [name, _fmt_n(n), *[_verdict_cell(runs, k, "different") for k in keys]]
+        vals = [_row_name(label), _fmt_n(n), *[_verdict_cell(runs, k, "different") for k in keys]]
         vals += [_verdict_cell(runs, "copying", "copying suspected") if k == "copying"
                  else _verdict_cell(runs, k, "different") for k in mem]
-        lines.append("| " + " | ".join(vals) + " |")
-    return lines if len(lines) > 2 else []
+        rows.append(vals)
+    if not rows:
+        return None
+    return Table(cols, rows, left=2, rules=_first_rule(rows, lambda c: c.endswith("(reference)")))
 
 
 def _fit_time(r: dict) -> float | None:
     t = _num(r.get("timing.train_time_s"))
     return t if t is not None else _num(r.get("timing.fit_time_s"))
+
+
+def train_seconds(r: dict) -> float | None:
+    """The seconds a run spent producing its final model, never the worker's start-up (``wall_time_s``):
+    an estimator's fit time; a learned run's training seconds at its last periodic evaluation when that
+    is its last step (the evaluations themselves excluded), else its training time."""
+    if not is_estimator(r):
+        evals = r.get("_evals") or []
+        steps = _num(r.get("steps"))
+        if evals and steps is not None and _num(evals[-1].get("step")) == steps:
+            t = _num(evals[-1].get("elapsed_s"))
+            if t is not None:
+                return t
+    return _fit_time(r)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -766,43 +946,57 @@ def _headline_cell(runs: list[dict], budget: int | None, statistic: str | None, 
                 times.append(res["elapsed_s"])
     if not vals:
         return f"– [0/{len(runs)}]"
-    s = f"{np.median(vals):.3g} ({fmt(mean_ci(vals))})"
+    s = summary(vals)
     if with_time:
         s += f" · {_fmt_s(float(np.median(times)) if times else None)}"
     return s + (f" [{len(vals)}/{len(runs)}]" if len(vals) < len(runs) else "")
 
 
-def headline(rows: list[dict], budgets: list[int] | None = None, family: str | None = None,
-             detail_n: Any = HEADLINE_DETAIL_N, statistic: str | None = None) -> list[str]:
-    """Two tables on ``family``: method x n_train at the largest budget (median selected-checkpoint
-    param_error, mean ± 95% half-width, median time), and method x budget at n_train = ``detail_n``."""
+class Headline(NamedTuple):
+    by_n: Table | None  # method x n_train at the largest budget
+    detail_n: Any  # the n_train of by_budget
+    by_budget: Table | None  # method x budget at n_train = detail_n
+
+
+def headline_tables(rows: list[dict], budgets: list[int] | None = None, family: str | None = None,
+                    detail_n: Any = HEADLINE_DETAIL_N, statistic: str | None = None) -> Headline:
     budgets = default_budgets(rows) if budgets is None else list(budgets)
     fam = headline_family(rows, family)
     cells = group_all(rows).get(fam, {}) if fam else {}
-    if not cells:
-        return [f"(no runs on {family or HEADLINE_FAMILY})"]
     ns = sorted({n for (_, n) in cells if n is not None}, key=_nsort)
+    if not cells or not ns:
+        return Headline(None, None, None)
     labels = sorted({lb for (lb, n) in cells if n is not None}, key=lambda lb: _label_sort(cells, lb))
     top = max(budgets) if budgets else None
-    lines = ["| method | " + " | ".join(f"n = {_fmt_n(n)}" for n in ns) + " |", "|---|" + "---|" * len(ns)]
+    ref = lambda c: c.endswith("(reference)")  # noqa: E731
+    body = [[_row_name(label), *(_headline_cell(cells.get((label, n), []), top, statistic)
+                                 if cells.get((label, n)) else "" for n in ns)] for label in labels]
+    by_n = Table(["method", *(f"n = {_fmt_n(n)}" for n in ns)], body, rules=_first_rule(body, ref))
+    if len(budgets) <= 1:
+        return Headline(by_n, None, None)
+    dn = detail_n if any(_num(n) == _num(detail_n) for n in ns) else ns[len(ns) // 2]
+    dn = next(n for n in ns if _num(n) == _num(dn) or n == dn)
+    body = []
     for label in labels:
-        name = f"{label} (reference)" if is_reference(label) else label
-        lines.append(f"| {name} | " + " | ".join(_headline_cell(cells.get((label, n), []), top, statistic)
-                                                   if cells.get((label, n)) else "" for n in ns) + " |")
-    if len(budgets) > 1:
-        dn = detail_n if any(_num(n) == _num(detail_n) for n in ns) else ns[len(ns) // 2]
-        dn = next(n for n in ns if _num(n) == _num(dn) or n == dn)
-        lines += ["", f"_n_train = {_fmt_n(dn)}, by budget B (generator steps); estimators have no steps (″: the same "
-                      "number)._", "",
-                  "| method | " + " | ".join(f"B = {b:,}" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
-        for label in labels:
-            runs = cells.get((label, dn), [])
-            if not runs:
-                continue
+        runs = cells.get((label, dn), [])
+        if runs:
             est = any(is_estimator(r) for r in runs)
-            vals = [("″" if est and i else _headline_cell(runs, b, statistic, with_time=est))
-                    for i, b in enumerate(budgets)]
-            lines.append(f"| {label} | " + " | ".join(vals) + " |")
+            body.append([_row_name(label), *("″" if est and i else _headline_cell(runs, b, statistic, with_time=est)
+                                             for i, b in enumerate(budgets))])
+    return Headline(by_n, dn, Table(["method", *(f"B = {b:,}" for b in budgets)], body, rules=_first_rule(body, ref)))
+
+
+def headline(rows: list[dict], budgets: list[int] | None = None, family: str | None = None,
+             detail_n: Any = HEADLINE_DETAIL_N, statistic: str | None = None) -> list[str]:
+    """Two tables on ``family``: method x n_train at the largest budget (median selected-checkpoint
+    param_error, mean ± 95% half-width, median training seconds), and method x budget at n_train = ``detail_n``."""
+    h = headline_tables(rows, budgets, family, detail_n, statistic)
+    if h.by_n is None:
+        return [f"(no runs on {family or HEADLINE_FAMILY})"]
+    lines = to_markdown(h.by_n)
+    if h.by_budget is not None:
+        lines += ["", f"_n_train = {_fmt_n(h.detail_n)}, by budget B (generator steps); estimators have no steps "
+                      "(″: the same number)._", "", *to_markdown(h.by_budget)]
     return lines
 
 
@@ -834,7 +1028,7 @@ def headline_caption(rows: list[dict], budgets: list[int] | None = None, family:
     total = sum(t for t in (_num(r.get("timing.wall_time_s")) for r in runs) if t is not None)
     if total:
         parts[-1] += f" ({total / 3600:.2g} h" if total >= 360 else f" ({total:.0f} s"
-        parts[-1] += " of run time in all)"
+        parts[-1] += " of wall time in all)"
     if learned:
         steps = sorted({int(s) for s in (_num(r.get("cfg.model.train.steps") or r.get("steps")) for r in learned)
                         if s is not None})
@@ -853,8 +1047,8 @@ def headline_caption(rows: list[dict], budgets: list[int] | None = None, family:
                      + (f" (defaults: {', '.join(untuned)})" if tuned and untuned else ""))
     cell = ("cells: median (mean ± 95% t half-width) over seeds of the selected checkpoint's parameter error"
             + (f" at B = {max(budgets):,}" if budgets else "")
-            + ", median training seconds to the budget (evaluations excluded; estimators: fit time), "
-              "[k/N] where runs were excluded")
+            + ", median training seconds to the budget (periodic evaluations and worker start-up excluded; "
+              "estimators: fit time), [k/N] where only k of N runs are usable")
     src = f"`{source}`: " if source else ""
     return f"_{src}{'; '.join(parts)}; {cell}._"
 
@@ -880,25 +1074,82 @@ def slope(ns: list[float], ys: list[float]) -> float | None:
 
 
 def _plt():
+    import logging
+
     import matplotlib
 
     matplotlib.use("Agg")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib.pyplot as plt
 
     return plt
 
 
-def _finish_axes(ax, title: str, xlabel: str, ylabel: str, logx: bool = True) -> None:
+def _tick(x: float, _pos: Any = None) -> str:
+    """A log-axis tick as a plain number (``0.05``, ``1,000``), not ``5 × 10^-2``."""
+    return f"{x:,.0f}" if 1000 <= abs(x) < 1e7 and x == round(x) else f"{x:g}"
+
+
+def _plain_log_ticks(axis) -> None:
+    """Plain-number labels on a log axis, at the ticks matplotlib would label (minor ones only on a short range)."""
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):
+        def __call__(self, x, pos=None):
+            return _tick(x) if super().__call__(x, pos) else ""
+
+    axis.set_major_formatter(Plain(labelOnlyBase=False))
+    axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+
+
+def _finish_axes(ax, title: str, xlabel: str, ylabel: str, logx: bool = True, logy: bool = True) -> None:
+    """Scales, labels and grid of one panel; no legend on the panel (:func:`_figure_legend` draws one per figure)."""
     if logx:
         ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+        _plain_log_ticks(ax.xaxis)
+    if logy:
+        ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel, fontsize=8.5)
+    ax.set_ylabel(ylabel, fontsize=8.5)
     ax.grid(alpha=0.3, which="both")
-    ax.tick_params(which="minor", labelsize=6)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
+    ax.tick_params(labelsize=7.5)
+    ax.tick_params(which="minor", labelsize=6.5)
+
+
+def _legend_key(entry: str) -> tuple:
+    method = entry.split(" (")[0]
+    known = split_label(method)[0] in METHOD_COLORS
+    return (not known and entry.startswith(("noise floor", "budget"))), legend_order(method), entry
+
+
+def _figure_legend(fig, title: str | None = None) -> None:
+    """One legend for the whole figure, outside the panels, each entry once: methods (learned, estimators,
+    reference methods), then the backdrop (noise floor, ...)."""
+    seen: dict[str, Any] = {}
+    for ax in fig.axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, h)
+    if seen:
+        labels = sorted(seen, key=_legend_key)
+        fig.legend([seen[lb] for lb in labels], labels, loc="outside right upper", fontsize=8, frameon=False,
+                   title=title, title_fontsize=8, alignment="left")
+
+
+def _new_figure(nrows: int, ncols: int, panel_w: float = 4.4, panel_h: float = 3.5):
+    plt = _plt()
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_w * ncols + 2.2, panel_h * nrows + 0.7), squeeze=False,
+                             layout="constrained")
+    return fig, axes
+
+
+def _suptitle(fig, text: str) -> None:
+    """The figure's caption, wrapped to the width of the panels."""
+    import textwrap
+
+    width = max(60, int((fig.get_figwidth() - 2.2) * 15))
+    fig.suptitle(textwrap.fill(text, width), fontsize=9)
 
 
 def _panels(rows: list[dict]) -> list[tuple[str, Any, dict[str, list[dict]]]]:
@@ -929,11 +1180,23 @@ def _curves(runs: list[dict], statistic: str | None) -> tuple[list, list, list]:
     return steps, raw, sel
 
 
-def _grid(plt, panels: list) -> tuple[Any, dict]:
+def _grid(panels: list) -> tuple[Any, dict]:
+    """A figure with one row per family and one panel per n_train (unused panels hidden); when every family
+    has a single n_train, the families side by side (at most 4 to a row)."""
     fams = sorted({p[0] for p in panels})
     ncol = max(sum(1 for p in panels if p[0] == f) for f in fams)
-    fig, axes = plt.subplots(len(fams), ncol, figsize=(max(4.6 * ncol, 7.5), 3.8 * len(fams) + 0.4), squeeze=False)
     where = {}
+    if ncol == 1:
+        ncol = min(len(fams), 4)
+        nrow = -(-len(fams) // ncol)
+        fig, axes = _new_figure(nrow, ncol)
+        flat = [ax for row in axes for ax in row]
+        for ax, p in zip(flat, sorted(panels, key=lambda p: p[0])):
+            where[(p[0], p[1])] = ax
+        for ax in flat[len(panels):]:
+            ax.set_visible(False)
+        return fig, where
+    fig, axes = _new_figure(len(fams), ncol)
     for i, f in enumerate(fams):
         fp = [p for p in panels if p[0] == f]
         for j, p in enumerate(fp):
@@ -943,6 +1206,17 @@ def _grid(plt, panels: list) -> tuple[Any, dict]:
     return fig, where
 
 
+def _every(points: list) -> int:
+    """Markers on about 12 of a curve's points: enough to tell the methods apart, few enough to see the line."""
+    return max(1, len(points) // 12)
+
+
+def _nothing_here(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=8, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def fig_param_error_vs_steps(rows: list[dict], budgets: list[int], statistic: str | None = None):
     """One panel per (family, n_train): the median over seeds of the recorded param_error at each
     evaluation (solid) and of the selected-so-far checkpoint's (dashed), estimators as horizontal
@@ -950,131 +1224,184 @@ def fig_param_error_vs_steps(rows: list[dict], budgets: list[int], statistic: st
     panels = _panels(rows)
     if not any(r.get("_evals") for _, _, by in panels for runs in by.values() for r in runs):
         return None
-    plt = _plt()
-    fig, where = _grid(plt, panels)
+    fig, where = _grid(panels)
     for fam, n, by_label in panels:
         ax = where[(fam, n)]
-        for label, runs in sorted(by_label.items()):
-            st = method_style(label)
+        for label in sorted(by_label, key=legend_order):
+            runs, st = by_label[label], method_style(label)
             if any(is_estimator(r) for r in runs):
                 pe = [res["param_error"] for res, _ in (budget_outcome(r, None, statistic) for r in runs)
                       if res is not None and res["param_error"] > 0]
                 if pe:
-                    ax.axhline(float(np.median(pe)), color=st.color, linestyle=":", lw=1.5,
+                    ax.axhline(float(np.median(pe)), color=st.color, linestyle=":", lw=1.6,
                                label=f"{label} (estimator)")
                 continue
             _, raw, sel = _curves(runs, statistic)
             if raw:
-                ax.plot(*zip(*raw), color=st.color, linestyle="-", marker=st.marker, ms=3, lw=1.2, label=label)
+                ax.plot(*zip(*raw), linestyle=st.linestyle, ms=4.5, lw=1.2, label=label, markevery=_every(raw),
+                        **st.marker_kw())
             if sel:
-                ax.plot([p[0] for p in sel], [p[1] for p in sel], color=st.color, linestyle="--", lw=1.6,
+                ax.plot([p[0] for p in sel], [p[1] for p in sel], color=st.color, linestyle="--", lw=1.6, alpha=0.8,
                         label=None if raw else label)
         for b in budgets:
             ax.axvline(b, color="0.6", lw=0.7, alpha=0.6)
-        _finish_axes(ax, f"{fam}, n_train = {_fmt_n(n)}", "generator step", "parameter error (median over seeds)",
+        _finish_axes(ax, f"{fam}, n_train = {_fmt_n(n)}", "generator step", "param_error (median over seeds)",
                      logx=False)
-    fig.suptitle("param_error at each evaluation (solid) and of the checkpoint selected so far by validation "
-                 "(dashed);\nestimators dotted; budgets grey", fontsize=9)
-    fig.tight_layout()
+    _suptitle(fig, "param_error at each evaluation (solid, markers) and of the checkpoint selected so far by "
+                   "validation (dashed), median over seeds; estimators dotted; grey verticals: budgets")
+    _figure_legend(fig)
     return fig
 
 
 def fig_param_error_vs_time(rows: list[dict], statistic: str | None = None):
     """Time to accuracy: one panel per (family, n_train), x = training seconds (evaluations excluded),
     y = selected-so-far param_error, both medians over seeds at each evaluation step; estimators as a
-    marker at their fit time."""
+    marker at their fit time. None when no learned run has periodic evaluations (the final models of
+    every run are in :func:`fig_time_to_accuracy`)."""
     panels = _panels(rows)
-    plt = _plt()
-    fig, where = _grid(plt, panels) if panels else (None, {})
-    drew = False
+    if not any(r.get("_evals") and not is_estimator(r) for _, _, by in panels for runs in by.values() for r in runs):
+        return None
+    fig, where = _grid(panels)
     for fam, n, by_label in panels:
         ax = where[(fam, n)]
-        for label, runs in sorted(by_label.items()):
-            st = method_style(label)
+        drew = False
+        for label in sorted(by_label, key=legend_order):
+            runs, st = by_label[label], method_style(label)
             if any(is_estimator(r) for r in runs):
                 got = [res for res, _ in (budget_outcome(r, None, statistic) for r in runs) if res is not None]
                 pts = [(g["elapsed_s"], g["param_error"]) for g in got
                        if g.get("elapsed_s") and g["elapsed_s"] > 0 and g["param_error"] > 0]
                 if pts:
                     ax.plot([float(np.median([p[0] for p in pts]))], [float(np.median([p[1] for p in pts]))],
-                            linestyle="none", marker=st.marker, ms=9, color=st.color, label=f"{label} (fit)")
+                            linestyle="none", ms=11, label=f"{label} (fit)", **st.marker_kw())
                     drew = True
                 continue
             _, _, sel = _curves(runs, statistic)
             pts = [(t, pe) for _, pe, t in sel if t is not None and t > 0]
             if pts:
-                ax.plot(*zip(*pts), color=st.color, linestyle=st.linestyle, marker=st.marker, ms=3, label=label)
+                ax.plot(*zip(*pts), linestyle=st.linestyle, ms=4.5, lw=1.2, label=label, markevery=_every(pts),
+                        **st.marker_kw())
                 drew = True
-        _finish_axes(ax, f"{fam}, n_train = {_fmt_n(n)}", "training seconds (evaluations excluded)",
-                     "selected-checkpoint param_error")
-    if fig is None:
-        return None
-    if not drew:
-        plt.close(fig)
-        return None
-    fig.suptitle("time to accuracy: median over seeds, checkpoint selected so far by validation", fontsize=9)
-    fig.tight_layout()
+        if drew:
+            _finish_axes(ax, f"{fam}, n_train = {_fmt_n(n)}", "training seconds (median over seeds)",
+                         "selected-checkpoint param_error\n(median over seeds)")
+        else:
+            ax.set_title(f"{fam}, n_train = {_fmt_n(n)}", fontsize=10)
+            _nothing_here(ax, "no run with a param_error")
+    _suptitle(fig, "time to accuracy: the checkpoint selected so far by validation against the training seconds "
+                   "spent (periodic evaluations and start-up excluded); estimators at their fit time")
+    _figure_legend(fig)
     return fig
 
 
+def _spans_decades(values: list[float], ratio: float = 3.0) -> bool:
+    """Whether the positive values span enough (a factor ``ratio``) for a log axis; a value <= 0 (the truth's
+    param_error) is then left out of the panel."""
+    v = [x for x in values if x is not None and x > 0]
+    return bool(v) and max(v) / min(v) > ratio
+
+
 def fig_versus_n(rows: list[dict], metric: str, ylabel: str):
-    """Median (interquartile bars) of a final-model test metric against n_train, one panel per family."""
+    """Median (interquartile bars) over seeds of a final-model test metric against n_train, one panel per
+    family, its fitted log-log slope beside the last point, and the metric's noise floor where it has one."""
     fams = group(rows)
     if not fams:
         return None
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(fams), figsize=(5 * len(fams), 4), squeeze=False)
-    drew = False
+    fig, axes = _new_figure(1, len(fams), 4.8, 3.8)
+    drew = any_slope = False
     for ax, (fam, cells) in zip(axes[0], sorted(fams.items())):
+        ends: list[tuple[float, float, str, str]] = []  # (x, y, text, color) at each line's last point
         per_method: dict[str, list] = defaultdict(list)
         floors: dict[float, list] = defaultdict(list)
         for (m, n), runs in cells.items():
             vals = [x for x in (_num(r.get(f"metrics.{metric}")) for r in runs) if x is not None]
             if vals and _num(n):
                 per_method[m].append((_num(n), float(np.median(vals)), np.percentile(vals, [25, 75])))
-            for r in runs:
-                f = _num(r.get(f"metrics.{metric}_floor"))
-                if f is not None and _num(n):
-                    floors[_num(n)].append(f)
-        for m, pts in sorted(per_method.items()):
-            pts.sort(key=lambda p: p[0])
+            if _num(n):
+                floors[_num(n)] += _dedup_by_seed(runs, lambda r: _num(r.get(f"metrics.{metric}_floor")))
+        shown = [y for pts in per_method.values() for p in pts for y in (p[1], *p[2])]
+        fl = sorted((n, float(np.median(v))) for n, v in floors.items() if v)
+        logy = _spans_decades(shown + [f for _, f in fl])
+        for m in sorted(per_method, key=legend_order):
+            pts = sorted(per_method[m], key=lambda p: p[0])
             ns, med, iq = [p[0] for p in pts], [p[1] for p in pts], np.array([p[2] for p in pts])
-            s = slope(ns, med)
+            if logy and min(med) <= 0:
+                continue
             st = method_style(m)
-            ax.errorbar(ns, med, yerr=[np.subtract(med, iq[:, 0]), np.subtract(iq[:, 1], med)], marker=st.marker,
-                        linestyle=st.linestyle, color=st.color, capsize=3,
-                        label=f"{m}" + (f" (slope {s:.2f})" if s is not None else ""))
+            ax.errorbar(ns, med, yerr=[np.subtract(med, iq[:, 0]), np.subtract(iq[:, 1], med)], linestyle=st.linestyle,
+                        capsize=3, ms=6, label=m, **st.marker_kw())
+            s = slope(ns, med)
+            if s is not None:
+                ends.append((ns[-1], med[-1], f"{s:+.2f}", st.color))
             drew = True
-        if floors:
-            fl = sorted((n, float(np.median(v))) for n, v in floors.items())
-            ax.plot([p[0] for p in fl], [p[1] for p in fl], "--", color="0.5", label="noise floor")
-        _finish_axes(ax, f"{fam} (final model)", "n_train", ylabel)
+        if fl:
+            ax.plot([p[0] for p in fl], [p[1] for p in fl], linestyle="--", color="0.45", marker="_", ms=22, mew=2,
+                    label="noise floor (true vs true, median)")
+        if ends:
+            ax.margins(x=0.14)
+            any_slope = True
+        _finish_axes(ax, f"{fam} (final model)", "n_train", f"{ylabel}\n(median over seeds; bars: interquartile range)",
+                     logy=logy)
+        _label_line_ends(ax, ends, logy)
+        all_n = sorted({p[0] for pts in per_method.values() for p in pts})
+        if len(all_n) == 1:  # one n_train: centred and labelled, not at the edge of a decade
+            from matplotlib.ticker import NullFormatter
+
+            ax.set_xlim(all_n[0] / 2, all_n[0] * 2)
+            ax.set_xticks(all_n, [_fmt_n(all_n[0])])
+            ax.xaxis.set_minor_formatter(NullFormatter())
     if not drew:
+        import matplotlib.pyplot as plt
+
         plt.close(fig)
         return None
-    fig.tight_layout()
+    _figure_legend(fig, "number at a line's end:\nslope of log(median)\nagainst log(n_train)" if any_slope else None)
     return fig
 
 
+def _label_line_ends(ax, ends: list[tuple[float, float, str, str]], logy: bool, gap: float = 0.05) -> None:
+    """Each (x, y, text, color) written right of its point, moved apart vertically where two would overlap."""
+    if not ends:
+        return
+    from matplotlib.transforms import blended_transform_factory
+
+    lo, hi = ax.get_ylim()
+    f = (lambda v: math.log(v)) if logy else (lambda v: v)
+    frac = [(f(y) - f(lo)) / (f(hi) - f(lo)) if y > 0 or not logy else 0.0 for _, y, _, _ in ends]
+    order = sorted(range(len(ends)), key=lambda i: frac[i])
+    placed: list[float] = []
+    for i in order:
+        placed.append(max(frac[i], placed[-1] + gap) if placed else frac[i])
+    top = placed[-1] - 0.98 if placed and placed[-1] > 0.98 else 0.0  # pushed over the top: move all down
+    trans = blended_transform_factory(ax.transData, ax.transAxes)
+    for i, y in zip(order, placed):
+        x, _, text, color = ends[i]
+        ax.annotate(text, (x, y - top), xycoords=trans, xytext=(7, 0), textcoords="offset points", fontsize=7,
+                    color=color, va="center")
+
+
 def fig_time_to_accuracy(rows: list[dict]):
-    """Each completed run: wall time against its final model's param_error; one panel per family."""
-    fams = sorted({str(r.get("data")) for r in rows if _ok(r)})
-    by: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    """Each completed run's final model: its training (or fit) seconds against its param_error, one panel per
+    (family, n_train), one point per run. Worker start-up (in ``wall_time_s``) is never counted."""
+    pts: dict[tuple[str, Any], dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        pe, t = _num(r.get("metrics.param_error")), _num(r.get("timing.wall_time_s"))
+        pe, t = _num(r.get("metrics.param_error")), train_seconds(r)
         if _ok(r) and pe is not None and t is not None and pe > 0 and t > 0:
-            by[str(r.get("data"))][r["label"]].append((t, pe))
-    fams = [f for f in fams if by.get(f)]
-    if not fams:
+            pts[(str(r.get("data")), r.get("n_train"))][r["label"]].append((t, pe))
+    panels = [p for p in _panels(rows) if pts.get((p[0], p[1]))]
+    if not panels:
         return None
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(fams), figsize=(5.5 * len(fams), 4.5), squeeze=False)
-    for ax, fam in zip(axes[0], fams):
-        for m, pts in sorted(by[fam].items()):
+    fig, where = _grid(panels)
+    for fam, n, _ in panels:
+        ax = where[(fam, n)]
+        for m in sorted(pts[(fam, n)], key=legend_order):
             st = method_style(m)
-            ax.scatter(*zip(*pts), label=m, s=18, color=st.color, marker=st.marker)
-        _finish_axes(ax, f"{fam}: time to accuracy (final model)", "wall time per run (s)", "parameter error")
-    fig.tight_layout()
+            ax.scatter(*zip(*pts[(fam, n)][m]), label=m, s=34, marker=st.marker, edgecolors=st.color, linewidths=1.2,
+                       facecolors=st.color if st.fill == "full" else "none", alpha=0.75)
+        _finish_axes(ax, f"{fam}, n_train = {_fmt_n(n)}", "training / fit seconds", "param_error (final model)")
+    _suptitle(fig, "time to accuracy, one point per run: final model's param_error against the seconds spent "
+                   "training (periodic evaluations excluded where recorded) or fitting; worker start-up never counted")
+    _figure_legend(fig)
     return fig
 
 
@@ -1092,12 +1419,16 @@ def _samples_figures(rows: list[dict], plt) -> list[tuple[str, Any]]:
         if not picks:
             continue
         fig, axes = plt.subplots(len(picks), 1, figsize=(12, 3.6 * len(picks)), squeeze=False)
-        for ax, (_m, (_, p)) in zip(axes[:, 0], sorted(picks.items())):  # each image is titled
-            ax.imshow(plt.imread(p))
+        for ax, m in zip(axes[:, 0], sorted(picks, key=legend_order)):  # each image is titled
+            ax.imshow(plt.imread(picks[m][1]))
             ax.axis("off")
         fig.tight_layout()
         out.append((f"samples_{fam}.png", fig))
     return out
+
+
+FIGURES = ("param_error_vs_steps.png", "param_error_vs_time.png", "param_error_vs_n.png", "distance_vs_n.png",
+           "time_to_accuracy.png")
 
 
 def _figures(rows: list[dict], out: Path, budgets: list[int] | None = None, statistic: str | None = None) -> list[str]:
@@ -1105,8 +1436,8 @@ def _figures(rows: list[dict], out: Path, budgets: list[int] | None = None, stat
     plt = _plt()
     figs = [("param_error_vs_steps.png", lambda: fig_param_error_vs_steps(rows, budgets, statistic)),
             ("param_error_vs_time.png", lambda: fig_param_error_vs_time(rows, statistic)),
-            ("param_error_vs_n.png", lambda: fig_versus_n(rows, "param_error", "gauge-aligned parameter error")),
-            ("distance_vs_n.png", lambda: fig_versus_n(rows, "w1", "W1 to held-out sample")),
+            ("param_error_vs_n.png", lambda: fig_versus_n(rows, "param_error", "param_error (gauge-aligned)")),
+            ("distance_vs_n.png", lambda: fig_versus_n(rows, "w1", "W1 to the held-out sample")),
             ("time_to_accuracy.png", lambda: fig_time_to_accuracy(rows))]
     made = []
     for fname, make in figs:
@@ -1115,6 +1446,8 @@ def _figures(rows: list[dict], out: Path, budgets: list[int] | None = None, stat
             fig.savefig(out / fname, dpi=90)
             plt.close(fig)
             made.append(fname)
+        elif (out / fname).exists():  # a figure of an earlier report that this one does not draw
+            (out / fname).unlink()
     for fname, fig in _samples_figures(rows, plt):
         fig.savefig(out / fname, dpi=80)
         plt.close(fig)
@@ -1143,7 +1476,7 @@ def _budget_columns(rows: list[dict], budgets: list[int], statistic: str | None)
 
 def build_report(root: Path, out: Path | None = None, figures: bool = True, budgets: list[int] | None = None,
                  statistic: str | None = None) -> Path:
-    """Write results.csv, report.md, headline.md and the figures; returns the output directory.
+    """Write results.csv, report.md, headline.md, tables/*.tex and the figures; returns the output directory.
 
     Raises :class:`ReportError` when ``root`` is not a directory or holds no metrics.json.
     """
@@ -1168,6 +1501,13 @@ def build_report(root: Path, out: Path | None = None, figures: bool = True, budg
     recovered = [r for r in rows if r.get("label_recovered")]
     head = headline_block(rows, budgets, source=str(root), statistic=statistic)
     hfam = headline_family(rows) or HEADLINE_FAMILY
+    tex: dict[str, tuple[Table, str]] = {}  # file stem -> (table, caption)
+    h = headline_tables(rows, budgets, statistic=statistic)
+    caption = headline_caption(rows, budgets, source=str(root), statistic=statistic).strip("_")
+    if h.by_n is not None:
+        tex["headline_by_n"] = (h.by_n, caption)
+    if h.by_budget is not None:
+        tex["headline_by_budget"] = (h.by_budget, f"{hfam}, n_train = {_fmt_n(h.detail_n)}, by budget B; " + caption)
     sel_note = "each run's `select_by`"
     md = [f"# pfbench report: {root}", "",
           f"{len(rows)} runs: " + ", ".join(f"{k} {v}" for k, v in sorted(status.items())), "",
@@ -1177,46 +1517,59 @@ def build_report(root: Path, out: Path | None = None, figures: bool = True, budg
           "the checkpoint with the best validation statistic among the evaluations at steps <= B (selection "
           f"by {statistic or sel_note}; test data and the true parameters are never read for it), "
           "and its parameter error is the one recorded for that evaluation. Estimators have no steps.", "",
-          "Cells: median · mean ± half-width of the 95% t-interval over seeds · k/N (k usable of N runs; the "
-          "runs left out are listed under each table with the reason). `<metric>_floor` is the same distance "
-          "between two independent true samples of the same sizes: a method whose distance lies within its floor "
-          "is indistinguishable from the truth at that sample size.", ""]
+          "Cells: median (mean ± half-width of the 95% t-interval) over seeds, 3 significant digits; a single run's "
+          "value alone; `[k/N]` where only k of the N runs are usable (the others are listed under the table with "
+          "the reason). The table of all test metrics gives mean ± 95% t half-width. Times are training seconds "
+          "(periodic evaluations excluded) or an estimator's fit time, never the worker's start-up. Figures show "
+          "the median over seeds, with interquartile bars where there are bars. The noise floor of a distance is "
+          "the same distance between two independent true samples of the same sizes: a method whose distance lies "
+          "within its floor is indistinguishable from the truth at that sample size. Each table is also written as "
+          "LaTeX (booktabs) in `tables/`.", ""]
     if recovered:
         md += [f"{len(recovered)} run(s) without a method in metrics.json (config errors): method recovered from "
                ".hydra or the directory name.", ""]
     md += [f"## Headline: {hfam}", "", *head, ""]
     for fam, cells in sorted(group_all(rows).items()):
-        md += [f"## data = {fam}", "", "### Selected-checkpoint param_error by (n_train, budget)", ""]
-        lines, exc = budget_table(cells, budgets, statistic)
-        md += [*lines, ""]
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", fam)
+        md += [f"## data = {fam}", "", "### Selected-checkpoint param_error by budget B and n_train", "",
+               "At each budget B (generator steps), the checkpoint the validation statistic selects among the "
+               "evaluations at steps <= B; estimators (no steps) once, with their fit time.", ""]
+        t, exc = budget_table(cells, budgets, statistic)
+        tex[f"{stem}_budgets"] = (t, f"{fam}: selected-checkpoint param_error by budget B and n_train; median "
+                                     "(mean ± 95% t half-width) over seeds")
+        md += [*to_markdown(t), ""]
         if exc:
             md += ["Excluded from these cells:", "", *exc.lines("budget"), ""]
-        lines, exc = checkpoint_table(cells)
+        t, exc = checkpoint_table(cells)
+        tex[f"{stem}_checkpoints"] = (t, f"{fam}: test-split param_error of the final, selected and EMA generators")
         md += ["### Test-split param_error of the final, selected (over the whole run) and EMA generators", "",
-               *lines, ""]
+               *to_markdown(t), ""]
         if exc:
             md += ["Excluded from these cells:", "", *exc.lines("checkpoint"), ""]
         rc = rank_corr_table(cells)
         if rc:
             md += ["### Rank correlation of each validation statistic with param_error over a run's evaluations",
-                   "", "Median over runs of the Spearman correlation (runs with one / of the runs).", "", *rc, ""]
+                   "", "Median over runs of the Spearman correlation (`[k/N]`: k of the N runs have one).", "",
+                   *to_markdown(rc), ""]
         ft = family_table(cells)
         if ft:
-            md += ["### All test metrics of the final models", "", *ft, ""]
+            tex[f"{stem}_metrics"] = (ft, f"{fam}: test metrics of the final models, mean ± 95% t half-width over "
+                                          "seeds; noise floors: true vs true")
+            md += ["### All test metrics of the final models (mean ± 95% t half-width over seeds)", "",
+                   "The noise floor rows close the table: each distance between two independent true samples of "
+                   "the same sizes (one value per seed). `train/fit (s)`: training seconds without the periodic "
+                   "evaluations, or an estimator's fit time.", "", *to_markdown(ft), ""]
         vt = verdict_table(cells)
         if vt:
+            tex[f"{stem}_verdicts"] = (vt, f"{fam}: calibrated verdicts of the final models")
             md += ["### Calibrated verdicts of the final models (test split)", "",
                    "Runs in which each distance's verdict says *different from the truth* (its p-value against "
                    "the null distribution of true-vs-true values at the same sample sizes, level `eval.alpha`; "
                    "median p in brackets), and runs the memorization checks flag (the data-copying test against "
                    "the training set; the birthday test). Reference rows: `truth` gives the false-positive rate, "
                    "`memorize` (the training set replayed) should pass the distances and be flagged by the "
-                   "copying test, `gaussian` shows what the first two moments alone buy.", "", *vt, ""]
-    skipped = [r for r in rows if r.get("status") == "skipped"]
-    if skipped:
-        pairs = sorted({(r.get("label", "?"), str(r.get("data"))) for r in skipped})
-        md += ["Skipped (method does not apply to the family): "
-               + ", ".join(f"{m} on {d}" for m, d in pairs) + f" ({len(skipped)} runs).", ""]
+                   "copying test, `gaussian` shows what the first two moments alone buy.", "", *to_markdown(vt), ""]
+    md += _skipped_section(rows)
     bad = [r for r in rows if not _ok(r) and r.get("status") != "skipped"]
     if bad:
         md += ["## Failed, diverged or unreadable runs", "", "| run | method | data | status | step | reason |",
@@ -1226,11 +1579,45 @@ def build_report(root: Path, out: Path | None = None, figures: bool = True, budg
             md.append(f"| {r['run_dir']} | {r.get('label', '?')} | {r.get('data', '?')} | {r.get('status')} | "
                       f"{r.get('diverged_step') or r.get('steps', '')} | {reason} |")
         md.append("")
+    written = _write_tex(out / "tables", tex)
+    if written:
+        md += ["## LaTeX tables", "", "booktabs `tabular`s (`\\usepackage{booktabs}`), to `\\input` inside a "
+               "`table` environment: " + ", ".join(f"`tables/{f}`" for f in written) + ".", ""]
     if made:
         md += ["## Figures", ""] + [f"![{f}]({f})" for f in made] + [""]
     (out / "report.md").write_text("\n".join(md))
     (out / "headline.md").write_text("\n".join(head) + "\n")
     return out
+
+
+def _skipped_section(rows: list[dict]) -> list[str]:
+    """Skipped runs (a method that does not apply to a family, ...): one line per (method, data, reason)."""
+    by: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for r in rows:
+        if r.get("status") == "skipped":
+            reason = str(r.get("reason") or "no reason recorded").replace("|", "/")
+            by[(r.get("label", "?"), str(r.get("data")), reason)].append(r["run_dir"])
+    if not by:
+        return []
+    n = sum(len(v) for v in by.values())
+    lines = [f"## Skipped runs ({n})", "", "| method | data | reason | runs |", "|---|---|---|---|"]
+    for (label, data, reason), runs in sorted(by.items(), key=lambda kv: (legend_order(kv[0][0]), kv[0][1:])):
+        lines.append(f"| {label} | {data} | {reason} | {_run_list(runs, shown=2)} |")
+    return lines + [""]
+
+
+def _write_tex(folder: Path, tables: dict[str, tuple[Table, str]]) -> list[str]:
+    """``<stem>.tex`` for each table with rows; those of an earlier report that this one does not write are removed."""
+    folder.mkdir(exist_ok=True)
+    written = []
+    for stem, (t, caption) in tables.items():
+        if t is not None and t.rows:
+            (folder / f"{stem}.tex").write_text(to_latex(t, caption))
+            written.append(f"{stem}.tex")
+    for old in folder.glob("*.tex"):
+        if old.name not in written:
+            old.unlink()
+    return written
 
 
 def log_wandb_table(root: Path, out: Path, mode: str = "offline") -> None:

@@ -6,7 +6,9 @@ Runs the report (``python -m pfbench.report``, written to ``<sweep>/report``) an
 between ``<!-- headline:start -->`` and ``<!-- headline:end -->`` in the README with its headline:
 a caption stating the sweep (runs, seeds, budgets, selection, tuning, all read from the runs), a
 table method x n_train of the median selected-checkpoint parameter error at the largest budget
-(mean ± 95% t half-width) with the median time, and a table method x budget at n_train = 10,000.
+(mean ± 95% t half-width; 3 significant digits) with the median training seconds (an estimator's fit
+time; never the worker's start-up), and a table method x budget at n_train = 10,000. The same two
+tables are in ``<sweep>/report/tables/headline_by_n.tex`` and ``headline_by_budget.tex`` (booktabs).
 """
 
 from __future__ import annotations

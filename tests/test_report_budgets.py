@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -149,9 +150,22 @@ def _fake_sweep(root: Path) -> Path:
 
 
 def _cell(values: list[float], n_all: int) -> str:
+    """``median (mean ± 95% t half-width)``, 3 significant digits, ``[k/N]`` when runs are left out."""
     v = np.asarray(values)
     half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-    return f"{np.median(v):.3g} · {v.mean():.3g} ± {half:.2g} · {len(v)}/{n_all}"
+    out = f"{R.sig3(np.median(v))} ({R.sig3(v.mean())} ± {R.sig3(half)})"
+    return out + (f" [{len(v)}/{n_all}]" if len(v) < n_all else "")
+
+
+def test_three_significant_digits():
+    cases = {0.1: "0.100", 0.04312: "0.0431", 179.2: "179", 1234.0: "1230", 0.000607: "6.07e-04",
+             -0.000117: "-1.17e-04", 123456.0: "1.23e+05", 0.0009996: "0.00100", 0.000999: "9.99e-04",
+             0.09996: "0.100", 2.0: "2.00", 0.0: "0", None: "–", float("nan"): "–", -3.32e-05: "-3.32e-05",
+             12.345: "12.3"}
+    for x, want in cases.items():
+        assert R.sig3(x) == want, (x, R.sig3(x), want)
+    assert R.fmt((-0.000117, 0.00053)) == "-1.17e-04 ± 5.30e-04"
+    assert R.summary([0.5]) == "0.500"
 
 
 def test_budget_table_counts_and_exclusions(tmp_path):
@@ -159,33 +173,41 @@ def test_budget_table_counts_and_exclusions(tmp_path):
     md = (out / "report.md").read_text()
     assert "12 runs: completed 8, diverged 1, failed 2, skipped 1" in md
     table = md.split("### Selected-checkpoint param_error")[1].split("Excluded from these cells:")[0]
-    rows = {ln.split(" | ")[0].lstrip("| "): ln for ln in table.splitlines() if ln.startswith("| ")}
+    assert "| method | B (steps) | n = 1,000 |" in table
+    rows = {tuple(ln.split(" | ")[:2]): ln for ln in table.splitlines() if ln.startswith("| ")}
     # hand selection per seed: B=100 -> step 100; B=200 -> seed 2 keeps step 100 (val 0.4 < 0.45,
     # though step 200 has param_error 0.2); B=400 -> steps 400, 400, 300; seed 3 has no param_error,
     # seed 4 diverged at 250 (counted at B = 100, 200, excluded at 400)
     b100, b200, b400 = [0.9, 0.95, 0.88, 0.92], [0.8, 0.85, 0.88, 0.82], [0.6, 0.5, 0.75]
-    assert rows["wgan"] == f"| wgan | {_cell(b100, 5)} | {_cell(b200, 5)} | {_cell(b400, 5)} |"
+    assert rows[("| wgan", "100")] == f"| wgan | 100 | {_cell(b100, 5)} |"
+    assert rows[("| wgan", "200")] == f"| wgan | 200 | {_cell(b200, 5)} |"
+    assert rows[("| wgan", "400")] == f"| wgan | 400 | {_cell(b400, 5)} |"
+    assert _cell(b400, 5) == "0.600 (0.617 ± 0.313) [3/5]"  # 3 significant digits, k/N only where runs are out
     pe, t = zip(*MOMENTS.values())
-    assert rows["moments"] == f"| moments | {_cell(list(pe), 3)} · fit {np.median(t):.1f} s | ″ | ″ |"
-    assert rows["vae"] == "| vae | – · 0/1 | – · 0/1 | – · 0/1 |"
-    assert rows["wgan_gp"] == "| wgan_gp | – · 0/1 | – · 0/1 | – · 0/1 |"  # recovered from .hydra/overrides.yaml
+    assert rows[("| moments", "–")] == f"| moments | – | {_cell(list(pe), 3)} · fit 2.00 s |"  # one row: no steps
+    assert not any(k[0] == "| moments" and k[1] != "–" for k in rows)
+    assert rows[("| vae", "400")] == "| vae | 400 | – [0/1] |"
+    assert rows[("| wgan-gp", "100")] == "| wgan-gp | 100 | – [0/1] |"  # recovered from .hydra/overrides.yaml
     exc = md.split("Excluded from these cells:")[1].split("###")[0]
     assert ("- wgan, n = 1,000, budget 100 / 200 / 400: **non-finite/null param_error**: 1 run "
             "(`3_wgan_quadratic_s3`)") in exc
     assert "- wgan, n = 1,000, budget 400: **diverged**: 1 run (`4_wgan_quadratic_s4`)" in exc
-    assert "- wgan_gp, n = 1,000, budget 100 / 200 / 400: **failed**: 1 run (`9_wgan_gp_quadratic_s0`)" in exc
+    assert "- wgan-gp, n = 1,000, budget 100 / 200 / 400: **failed**: 1 run (`9_wgan_gp_quadratic_s0`)" in exc
     assert "**no periodic evaluations (eval_every unset)**: 1 run (`8_vae_quadratic_s0`)" in exc
     # the job with neither metrics nor overrides: method from its directory name, n_train unknown
     assert "| 10_jsgan_minimax_quadratic_s1 | jsgan-minimax | quadratic | failed |" in md
-    assert "| 9_wgan_gp_quadratic_s0 | wgan_gp | quadratic | failed |" in md
+    assert "| 9_wgan_gp_quadratic_s0 | wgan-gp | quadratic | failed |" in md
     assert "'?'" not in md and "| ? |" not in md
-    assert "Skipped (method does not apply to the family): relu_moments on quadratic (1 runs)." in md
-    assert "relu_moments |" not in md
+    # skipped runs: listed with their reason, not a table row
+    skipped = md.split("## Skipped runs (1)")[1].split("##")[0]
+    assert ("| relu-moments | quadratic | +model=relu_moments does not apply to data=quadratic | "
+            "1 run (`11_relu_moments_quadratic_s0`) |") in skipped
+    assert "| relu-moments |" not in md.split("## Skipped runs")[0]
     # final checkpoint: the null param_error run is excluded and counted, not silently dropped
     final = [ln for ln in md.splitlines() if ln.startswith("| wgan | final |")][0]
     assert final.endswith(f"| {_cell([0.6, 0.5, 0.3], 5)} |")
     # median Spearman correlations: 0.5 and 0.7 of the four completed runs
-    assert "| wgan | +0.60 (2/4) | – (0/4) |" in md
+    assert "| wgan | +0.600 [2/4] | – [0/4] |" in md
     # results.csv carries the budget columns
     import csv
 
@@ -197,6 +219,13 @@ def test_budget_table_counts_and_exclusions(tmp_path):
     assert "13 runs" not in head and "12 runs on quadratic" in head and "budgets 100 / 200 / 400" in head
     assert "seeds 0–4" in head and "tuned hyperparameters: none" in head
     assert "| B = 100 | B = 200 | B = 400 |" in head
+    # the headline's time is training (or fit) time, never the wall time with the worker's start-up:
+    # moments fit in 1, 2, 3 s (wall 2, 3, 4 s); the usable wgan runs (seeds 0, 1, 2) trained 4.0, 4.4,
+    # 4.8 s to step 400, evaluations excluded (wall 8 s)
+    moments = [ln for ln in head.splitlines() if ln.startswith("| moments |")][0]
+    assert moments.endswith(" · 2.00 s |") and "3.00 s" not in moments
+    wgan = [ln for ln in head.splitlines() if ln.startswith("| wgan |")][0]
+    assert wgan.endswith(" · 4.40 s [3/5] |") and "8.00 s" not in wgan
 
 
 def test_default_budgets_and_parse():
@@ -230,7 +259,7 @@ def test_empty_directory_is_an_error(tmp_path, capsys):
 def test_recover_identity_from_hydra_and_dir_name(tmp_path):
     d = tmp_path / "3_jsgan_minimax_tuned_relu_deep_s4"
     (d / ".hydra").mkdir(parents=True)
-    assert R.recover_identity(d) == {"label": "jsgan-minimax_tuned", "data": "relu_deep", "seed": 4}
+    assert R.recover_identity(d) == {"label": "jsgan-minimax-tuned", "data": "relu_deep", "seed": 4}
     (d / ".hydra" / "config.yaml").write_text(yaml.safe_dump(
         {"seed": 4, "data": {"name": "relu_deep", "n_train": 500},
          "model": {"name": "wgan", "kind": "gan", "generator": "mlp", "tuned": None}}))
@@ -239,36 +268,102 @@ def test_recover_identity_from_hydra_and_dir_name(tmp_path):
     assert R.parse_run_dir_name("report") == {}
 
 
+def test_method_labels_follow_one_convention(tmp_path):
+    """Words joined by '-', '-tuned' and '+mlp' suffixes, whatever the source (metrics.json, config choice)."""
+    ml = R.method_label
+    assert ml({"method": "jsgan", "loss": "non_saturating"}) == "jsgan-nonsat"
+    assert ml({"method": "jsgan", "loss": "minimax", "tuned": True}) == "jsgan-minimax-tuned"
+    assert ml({"method": "wgan_gp", "generator": "mlp"}) == "wgan-gp+mlp"
+    assert ml({"method": "relu_moments"}) == "relu-moments"
+    assert ml({"method": "wgan_tuned", "tuned": True}) == "wgan-tuned"
+    for choice, label in (("jsgan", "jsgan-nonsat"), ("jsgan_tuned", "jsgan-nonsat-tuned"),
+                          ("jsgan_minimax", "jsgan-minimax"), ("wgan_gp_tuned", "wgan-gp-tuned"),
+                          ("relu_moments", "relu-moments"), ("memorize", "memorize")):
+        assert R.label_from_choice(choice) == label
+    assert all("_" not in m for m in R.METHOD_COLORS)
+    assert set(R.METHOD_MARKERS) == set(R.METHOD_COLORS)
+    # the CSV label column and the tables use the same labels
+    out = R.build_report(_fake_sweep(tmp_path), figures=False, budgets=[400])
+    import csv
+
+    labels = {r["label"] for r in csv.DictReader(open(out / "results.csv"))}
+    assert labels == {"wgan", "moments", "vae", "wgan-gp", "jsgan-minimax", "relu-moments"}
+    assert "_" not in "".join(labels)
+
+
+def _legend_colors(fig) -> dict[str, str]:
+    """label -> color of every labelled artist on the panels (lines, errorbars, scatter points)."""
+    import matplotlib.colors as mc
+
+    out = {}
+    for ax in fig.axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if hasattr(h, "lines"):  # an errorbar container: its data line
+                out[label] = mc.to_hex(h.lines[0].get_color())
+            elif hasattr(h, "get_edgecolor"):  # scatter points
+                out[label] = mc.to_hex(h.get_edgecolor()[0])
+            else:
+                out[label] = mc.to_hex(h.get_color())
+    return out
+
+
 def test_one_color_per_method(tmp_path):
     assert R.method_style("wgan") is R.method_style("wgan")
     assert R.method_style("wgan").color == R.METHOD_COLORS["wgan"]
-    for variant in ("wgan_tuned", "wgan+mlp", "wgan_tuned+mlp"):
+    for variant in ("wgan-tuned", "wgan+mlp", "wgan-tuned+mlp"):
         assert R.method_style(variant).color == R.METHOD_COLORS["wgan"]
+        assert R.method_style(variant).marker == R.METHOD_MARKERS["wgan"]
         assert R.method_style(variant)[1:] != R.method_style("wgan")[1:]
-    assert R.method_style("jsgan-minimax_tuned").color == R.METHOD_COLORS["jsgan-minimax"]
+    assert R.method_style("jsgan-minimax-tuned").color == R.METHOD_COLORS["jsgan-minimax"]
     assert len({R.method_style(m).color for m in R.METHOD_COLORS}) == len(R.METHOD_COLORS)
-    new = R.method_style("my_new_gan")
-    assert new == R.method_style.__wrapped__("my_new_gan") and new.color not in R.METHOD_COLORS.values()
-    # the figures draw each method in its color
+    assert len({R.method_style(m).marker for m in R.METHOD_COLORS}) == len(R.METHOD_COLORS)
+    for ref in R.REFERENCE_METHODS:  # reference methods: greys
+        r, g, b = (int(R.METHOD_COLORS[ref][i:i + 2], 16) for i in (1, 3, 5))
+        assert r == g == b
+    new = R.method_style("my-new-gan")
+    assert new == R.method_style.__wrapped__("my-new-gan") and new.color not in R.METHOD_COLORS.values()
+    # every figure draws each method in its color: the same for a method across figures
     rows = R.load_runs(_fake_sweep(tmp_path))
-    f_steps = R.fig_param_error_vs_steps(rows, [100, 200, 400])
-    f_time = R.fig_param_error_vs_time(rows)
-    f_n = R.fig_versus_n(rows, "param_error", "param_error")
+    figs = {"steps": R.fig_param_error_vs_steps(rows, [100, 200, 400]), "time": R.fig_param_error_vs_time(rows),
+            "n": R.fig_versus_n(rows, "param_error", "param_error"), "w1": R.fig_versus_n(rows, "w1", "W1"),
+            "tta": R.fig_time_to_accuracy(rows)}
+    colors = {k: _legend_colors(f) for k, f in figs.items()}
+    for k, cs in colors.items():
+        for label, c in cs.items():
+            method = label.split(" (")[0]
+            if not label.startswith("noise floor"):
+                assert c == R.method_style(method).color, (k, label, c)
+        assert cs["wgan"] == R.METHOD_COLORS["wgan"], k
+        assert any(lb.startswith("moments") for lb in cs), k
+    assert colors["steps"]["moments (estimator)"] == colors["time"]["moments (fit)"] == R.METHOD_COLORS["moments"]
+    assert colors["n"]["moments"] == colors["tta"]["moments"] == R.METHOD_COLORS["moments"]
+    for k, f in figs.items():
+        # one legend per figure, outside the panels, each entry once; none on a panel
+        assert len(f.legends) == 1 and all(ax.get_legend() is None for ax in f.axes), k
+        texts = [t.get_text() for t in f.legends[0].get_texts()]
+        assert len(texts) == len(set(texts)), k
+    # the statistic is named on the axis: medians over seeds, interquartile bars
+    assert all("median over seeds" in ax.get_ylabel() for ax in figs["steps"].axes if ax.get_visible())
+    assert "interquartile" in figs["n"].axes[0].get_ylabel()
+    # the noise floor is drawn (a visible marker), also with a single n_train
+    (floor,) = [ln for ln in figs["w1"].axes[0].get_lines() if ln.get_label().startswith("noise floor")]
+    assert len(floor.get_xdata()) == 1 and floor.get_marker() not in ("None", "", None) and floor.get_visible()
+    import matplotlib.pyplot as plt
 
-    def colors(fig) -> dict[str, str]:
-        import matplotlib.colors as mc
+    plt.close("all")
 
-        out = {}
-        for ax in fig.axes:
-            for h, label in zip(*ax.get_legend_handles_labels()):
-                line = h.lines[0] if hasattr(h, "lines") else h  # an errorbar container or a line
-                out[label] = mc.to_hex(line.get_color())
-        return out
 
-    cs, ct, cn = colors(f_steps), colors(f_time), colors(f_n)
-    assert cs["wgan"] == ct["wgan"] == R.METHOD_COLORS["wgan"]
-    assert cs["moments (estimator)"] == ct["moments (fit)"] == R.METHOD_COLORS["moments"]
-    assert any(k.startswith("moments") and v == R.METHOD_COLORS["moments"] for k, v in cn.items())
+def test_time_to_accuracy_counts_training_not_start_up(tmp_path):
+    """Wall time (worker start-up included) is never the time axis: fit time for estimators, training
+    seconds at the last evaluation (evaluations excluded) for learned runs."""
+    rows = R.load_runs(_fake_sweep(tmp_path))
+    fig = R.fig_time_to_accuracy(rows)
+    ax = fig.axes[0]
+    xs = {h.get_label(): sorted(p[0] for p in h.get_offsets()) for h in ax.collections}
+    assert xs["moments"] == [1.0, 2.0, 3.0]  # fit_time_s, not wall_time_s = fit + 1
+    by_seed = [0.01 * 400 * (1 + s / 10) for s in (0, 1, 2)]  # elapsed_s at step 400 (seed 3: no param_error)
+    assert np.allclose(xs["wgan"], sorted(by_seed))
+    assert "start-up" in fig._suptitle.get_text()
     import matplotlib.pyplot as plt
 
     plt.close("all")
@@ -276,9 +371,47 @@ def test_one_color_per_method(tmp_path):
 
 def test_figures_are_written(tmp_path):
     out = R.build_report(_fake_sweep(tmp_path), budgets=[100, 200, 400])
-    for f in ("param_error_vs_steps.png", "param_error_vs_time.png", "param_error_vs_n.png", "time_to_accuracy.png"):
+    for f in ("param_error_vs_steps.png", "param_error_vs_time.png", "param_error_vs_n.png", "time_to_accuracy.png",
+              "distance_vs_n.png"):
         assert (out / f).stat().st_size > 5000, f
         assert f"![{f}]({f})" in (out / "report.md").read_text()
+
+
+def _tabular(text: str) -> tuple[str, list[str]]:
+    """(column spec, body lines) of the one tabular in a .tex file."""
+    m = re.search(r"\\begin\{tabular\}\{([lrc]+)\}\n(.*?)\n\\end\{tabular\}", text, re.S)
+    assert m, text
+    return m[1], m[2].splitlines()
+
+
+def test_latex_tables_are_booktabs(tmp_path):
+    out = R.build_report(_fake_sweep(tmp_path), figures=False, budgets=[100, 200, 400])
+    files = sorted(p.name for p in (out / "tables").glob("*.tex"))
+    for want in ("headline_by_n.tex", "headline_by_budget.tex", "quadratic_budgets.tex", "quadratic_metrics.tex"):
+        assert want in files, files
+    for name in files:
+        text = (out / "tables" / name).read_text()
+        spec, body = _tabular(text)
+        assert body[0] == "\\toprule" and body[2] == "\\midrule" and body[-1] == "\\bottomrule", name
+        assert sum(ln == "\\toprule" for ln in body) == 1 and sum(ln == "\\bottomrule" for ln in body) == 1
+        rows = [ln for ln in body if not ln.startswith("\\") or ln.startswith("\\textbackslash")]
+        assert rows, name
+        for ln in rows:
+            assert ln.endswith(" \\\\"), (name, ln)
+            # every row has as many cells as the column spec; no unescaped & or _ in a cell
+            cells = ln[:-3].split(" & ")
+            assert len(cells) == len(spec), (name, ln)
+            assert not any(re.search(r"(?<!\\)[&_%#]", c) for c in cells), (name, ln)
+            assert ln.count("$") % 2 == 0, (name, ln)
+    metrics = (out / "tables" / "quadratic_metrics.tex").read_text()
+    assert "param\\_error" in metrics and "noise floor (true vs true)" in metrics
+    assert "$\\pm$" in metrics or "$\\cdot$" in metrics or "--" in metrics
+    assert "tables/headline_by_n.tex" in (out / "report.md").read_text()
+
+
+def test_latex_escape():
+    assert R.tex_escape("jsgan_minimax 5% & #1") == r"jsgan\_minimax 5\% \& \#1"
+    assert R.tex_escape("0.1 ± 1.20e-04 · 2 s ″ –") == r"0.1 $\pm$ $1.20\times10^{-4}$ $\cdot$ 2 s $''$ --"
 
 
 def test_readme_headline_script_on_a_copy(tmp_path):
@@ -295,7 +428,7 @@ def test_readme_headline_script_on_a_copy(tmp_path):
     assert "old table" not in text and text.startswith("# x\n\nbefore\n") and text.endswith(f"{U.END}\nafter\n")
     block = text.split(U.START)[1].split(U.END)[0]
     assert "budgets 100 / 400" in block and "| method | n = 1,000 |" in block and "| B = 100 | B = 400 |" in block
-    assert f"| wgan | {np.median([0.6, 0.5, 0.75]):.3g} (" in block
+    assert f"| wgan | {R.sig3(np.median([0.6, 0.5, 0.75]))} (" in block and "| wgan | 0.600 (" in block
     readme.write_text("no markers\n")
     assert U.main([str(sweep), "--readme", str(readme), "--no-figures"]) == 2
 
@@ -317,8 +450,12 @@ def test_report_on_a_real_tiny_sweep(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert R.main([str(sweep), "--budgets", "20,40", "--wandb", "disabled"]) == 0
     md = (sweep / "report" / "report.md").read_text()
-    assert "| method | n = 200, B = 20 | n = 200, B = 40 | n = 400, B = 20 | n = 400, B = 40 |" in md
-    assert md.count(" · 1/1") >= 6  # wgan at four (n, B) cells, moments at two n
+    assert "| method | B (steps) | n = 200 | n = 400 |" in md
+    table = md.split("### Selected-checkpoint param_error")[1].split("###")[0]
+    cells = {tuple(ln.split(" | ")[:2]): ln.split(" | ")[2:] for ln in table.splitlines() if ln.startswith("| ")}
+    for key in (("| wgan", "20"), ("| wgan", "40"), ("| moments", "–")):  # wgan at two budgets, moments once
+        assert len(cells[key]) == 2 and all(c[0].isdigit() and "[" not in c for c in cells[key]), (key, cells)
+    assert (sweep / "report" / "tables" / "quadratic_budgets.tex").exists()
     for f in ("param_error_vs_steps.png", "param_error_vs_time.png"):
         assert (sweep / "report" / f).stat().st_size > 5000
     # at the largest step the report's selection is the run's own, and its param_error the test-split one

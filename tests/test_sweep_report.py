@@ -16,7 +16,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from pfbench.report import build_report, slope
+from pfbench.report import build_report, sig3, slope
 from pfbench.sweep import count_jobs
 
 
@@ -117,18 +117,19 @@ def test_report_on_synthetic_sweep_with_failures(tmp_path):
     # mean and 95% t half-width over the three seeds at n = 1000
     v = np.array(pes[1000])
     half = stats.t.ppf(0.975, 2) * v.std(ddof=1) / math.sqrt(3)
-    assert f"| moments | 1000 | 3/3 | {v.mean():.3g} ± {half:.2g} |" in md
-    assert "| jsgan-minimax | 1000 | 1/2 | 0.9 |" in md  # completed of all runs in the cell
+    assert f"| moments | 1,000 | 3/3 | {sig3(v.mean())} ± {sig3(half)} |" in md
+    assert "| moments | 1,000 | 3/3 | 0.250 ± 0.124 |" in md  # 3 significant digits
+    assert "| jsgan-minimax | 1,000 | 1/2 | 0.900 |" in md  # completed of all runs in the cell
     # the budget table counts the failed SoS run (k/N) and says why it is left out
-    assert "| sos | – · 0/1 |" in md and "- sos, n = 1,000: **failed**: 1 run (`sos_fail`)" in md
+    assert "| sos | – | – [0/1] |" in md and "- sos, n = 1,000: **failed**: 1 run (`sos_fail`)" in md
     assert "| gan_div | jsgan-minimax | quadratic | diverged | 7 | non-finite loss_g at step 7 |" in md
     assert "| sos_fail | sos | quadratic | failed | 7 | SolverError: SCS failed |" in md
     head = (out / "headline.md").read_text()
     cells = []
-    for vals in pes.values():  # median (mean ± half-width) and the estimator's fit time (train_time_s here)
-        a = np.array(vals)
+    for vals in pes.values():  # median (mean ± half-width) and the estimator's fit time (train_time_s here,
+        a = np.array(vals)  # 0.5 s; its wall time, 1 s, includes the start-up and is never shown)
         h = stats.t.ppf(0.975, 2) * a.std(ddof=1) / math.sqrt(3)
-        cells.append(f"{np.median(a):.3g} ({a.mean():.3g} ± {h:.2g}) · 0.5 s")
+        cells.append(f"{sig3(np.median(a))} ({sig3(a.mean())} ± {sig3(h)}) · 0.500 s")
     assert "| moments | " + " | ".join(cells) + " |" in head
     assert "| jsgan-minimax | – [0/2] |" in head  # no periodic evaluations, one diverged
     rows = list(csv.DictReader(open(out / "results.csv")))
