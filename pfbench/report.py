@@ -1322,17 +1322,19 @@ def fig_versus_n(rows: list[dict], metric: str, ylabel: str):
         shown = [y for pts in per_method.values() for p in pts for y in (p[1], *p[2])]
         fl = sorted((n, float(np.median(v))) for n, v in floors.items() if v)
         logy = _spans_decades(shown + [f for _, f in fl])
-        for m in sorted(per_method, key=legend_order):
+        methods = sorted(per_method, key=legend_order)
+        for i, m in enumerate(methods):
             pts = sorted(per_method[m], key=lambda p: p[0])
             ns, med, iq = [p[0] for p in pts], [p[1] for p in pts], np.array([p[2] for p in pts])
             if logy and min(med) <= 0:
                 continue
             st = method_style(m)
-            ax.errorbar(ns, med, yerr=[np.subtract(med, iq[:, 0]), np.subtract(iq[:, 1], med)], linestyle=st.linestyle,
-                        capsize=3, ms=6, label=m, **st.marker_kw())
+            dodge = 10 ** (0.012 * (i - (len(methods) - 1) / 2))  # methods set apart so equal values stay visible
+            ax.errorbar([n * dodge for n in ns], med, yerr=[np.subtract(med, iq[:, 0]), np.subtract(iq[:, 1], med)],
+                        linestyle=st.linestyle, capsize=3, ms=6, label=m, **st.marker_kw())
             s = slope(ns, med)
             if s is not None:
-                ends.append((ns[-1], med[-1], f"{s:+.2f}", st.color))
+                ends.append((ns[-1] * dodge, med[-1], f"{s:+.2f}", st.color))
             drew = True
         if fl:
             ax.plot([p[0] for p in fl], [p[1] for p in fl], linestyle="--", color="0.45", marker="_", ms=22, mew=2,
@@ -1340,8 +1342,8 @@ def fig_versus_n(rows: list[dict], metric: str, ylabel: str):
         if ends:
             ax.margins(x=0.14)
             any_slope = True
-        _finish_axes(ax, f"{fam} (final model)", "n_train", f"{ylabel}\n(median over seeds; bars: interquartile range)",
-                     logy=logy)
+        _finish_axes(ax, f"{fam} (final model)", "n_train (methods set slightly apart)",
+                     f"{ylabel}\n(median over seeds; bars: interquartile range)", logy=logy)
         _label_line_ends(ax, ends, logy)
         all_n = sorted({p[0] for pts in per_method.values() for p in pts})
         if len(all_n) == 1:  # one n_train: centred and labelled, not at the edge of a decade
