@@ -225,7 +225,7 @@ def test_selected_metrics_are_the_evaluation_of_the_saved_selected_generator(eva
     data = make_data(cfg)
     g = build_family("quadratic", 2, 4)
     g.load_state_dict(torch.load(tmp_path / "generator_selected.pt", weights_only=True)["state_dict"])
-    ref = evaluate(g, data.x_test, truth=data.truth, cfg=cfg.eval, seed=cfg.seed)
+    ref = evaluate(g, data.x_test, truth=data.truth, cfg=cfg.eval, seed=cfg.seed, x_train=data.x_train)
     ref = {k: v for k, v in json.loads(json.dumps(ref)).items() if not k.endswith("time_s")}
     assert json.loads(json.dumps(rec["metrics_selected"])) == ref
     if eval_every == 12:
