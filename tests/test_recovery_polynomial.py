@@ -1,9 +1,11 @@
-"""Moment matching for x_a = sum_l lam_al <v_al, g>^w (MATH 3): closed forms, Jacobian, recovery."""
+"""Moment matching for x_a = sum_l lam_al <v_al, g>^w (MATH 3): closed forms, Jacobian, the algebraic
+start (exact on population moments, its size guard), recovery."""
 
 from __future__ import annotations
 
 import itertools
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -12,17 +14,22 @@ import torch
 from pfbench import ConfigError
 from pfbench.families import make_instance, parameter_error
 from pfbench.recovery.polynomial import (
+    MAX_ALGEBRAIC_DIM,
     PolynomialMomentEstimator,
     PolynomialMoments,
+    algebraic_coverage,
+    fourth_order_statistics,
     hermite_power_coeffs,
     population_summary,
+    sym_power_features,
 )
 from pfbench.seeding import numpy_generator, torch_generator
 from tests.runner import metrics, run_inprocess
 
 
-def _instance(r, d, w, L, seed):
-    return make_instance("polynomial", r, d, degree=w, rank=L, generator=torch_generator(seed, "instance"))
+def _instance(r, d, w, L, seed, kind="random"):
+    return make_instance("polynomial", r, d, degree=w, rank=L, kind=kind, sigma=0.1,
+                         generator=torch_generator(seed, "instance"))
 
 
 def _err(truth, est) -> float:
@@ -99,7 +106,7 @@ def test_exact_recovery_degree3_rank1_from_random_starts():
     r, d, w, L = 3, 15, 3, 1
     truth = _instance(r, d, w, L, seed=1)
     p = truth.params()
-    est = PolynomialMomentEstimator(latent_dim=r, out_dim=d, degree=w, rank=L, restarts=2)
+    est = PolynomialMomentEstimator(latent_dim=r, out_dim=d, degree=w, rank=L, restarts=2, init="random")
     est.fit_moments(population_summary(p["lam"], p["v"], w))
     assert _err(truth, est) <= 1e-7
     assert est.info_["converged"] and not est.info_["third_cumulant_used"]
@@ -146,3 +153,129 @@ def test_from_samples_matches_the_oracle_and_runs_through_the_entry_point(tmp_pa
     # Sampling noise (n = 5e4): the fit sits at the oracle floor, and both are small but non-zero.
     assert 0.9 <= fit["fit_to_oracle_error_ratio"] <= 1.1
     assert 0.002 <= m["param_error"] <= 0.2 and math.isfinite(fit["oracle_param_error"])
+
+
+# ------------------------------------------------------------------------------------------ the algebraic start
+def _gauss_hermite_moments(lam, v, w, U, evals, points=7):
+    """Fourth cumulant of y = diag(evals)^-1/2 U^T (x - E x) by tensor Gauss-Hermite quadrature in r dims
+    (exact: ``points`` nodes per axis integrate degree <= 2 points - 1 >= 4 w)."""
+    r = v.shape[2]
+    x1, w1 = np.polynomial.hermite_e.hermegauss(points)
+    g = np.array(list(itertools.product(x1, repeat=r)))
+    wt = np.prod(np.array(list(itertools.product(w1, repeat=r))), axis=1)
+    wt /= wt.sum()
+    X = (np.einsum("alr,sr->sal", v, g) ** w * lam).sum(-1)
+    Y = (X - wt @ X) @ U / np.sqrt(evals)
+    m4 = np.einsum("s,si,sj,sk,sl->ijkl", wt, Y, Y, Y, Y)
+    C = np.einsum("s,si,sj->ij", wt, Y, Y)
+    return m4 - np.einsum("ij,kl->ijkl", C, C) - np.einsum("ik,jl->ijkl", C, C) - np.einsum("il,jk->ijkl", C, C)
+
+
+@pytest.mark.parametrize("w", [3, 4])
+def test_population_fourth_cumulant_equals_quadrature(w):
+    r, d, L = 3, 16, 2
+    truth = _instance(r, d, w, L, seed=4)
+    lam, v = truth.params()["lam"].numpy(), truth.params()["v"].numpy()
+    s = population_summary(lam, v, w)
+    D = sym_power_features(r, w).dim
+    ref = _gauss_hermite_moments(lam, v, w, s.basis[:, :D], s.cov_eigvals[:D], points=2 * w + 1)
+    assert s.fourth.shape == (D,) * 4 and np.abs(s.fourth - ref).max() <= 1e-9 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("r,w", [(3, 3), (3, 4), (4, 3), (3, 5)])
+def test_the_reference_fourth_cumulant_has_exactly_the_rotation_stabilizer(r, w):
+    # The premise of latent_rotation: X . K4 = 0 for X in so(D) only on rho_*(so(r)); and the Casimir
+    # splits Sym^w into the harmonic components H_w, H_(w-2), ... (dimensions C(r+l-1, l) - C(r+l-3, l-2)).
+    feat = sym_power_features(r, w)
+    assert feat.reference_gap <= 1e-12
+    dims = sorted(V.shape[1] for _, V in feat.components)
+    harm = [math.comb(r + ell - 1, ell) - (math.comb(r + ell - 3, ell - 2) if ell >= 2 else 0)
+            for ell in range(w % 2, w + 1, 2)]
+    assert dims == sorted(harm) and sum(dims) == feat.dim
+
+
+@pytest.mark.parametrize("kind,seed", [("random", 0), ("random", 1), ("random", 2), ("smoothed", 0), ("smoothed", 1),
+                                       ("smoothed", 2)])
+def test_algebraic_start_recovers_degree3_rank2_exactly(kind, seed):
+    # Random starts stall here on half the instances (conf/data/polynomial.yaml); the algebraic start is exact.
+    r, d, w, L = 3, 30, 3, 2
+    truth = _instance(r, d, w, L, seed=seed, kind=kind)
+    p = truth.params()
+    est = PolynomialMomentEstimator(latent_dim=r, out_dim=d, degree=w, rank=L, seed=seed)
+    est.fit_moments(population_summary(p["lam"], p["v"], w))
+    info = est.info_
+    assert info["init"] == "algebraic" and info["restarts"] == 1 and info["converged"]
+    assert info["algebraic_stabilizer_gap"] <= 1e-12 and info["algebraic_sign_margin"] > 1e6
+    assert info["algebraic_split_residual_max"] <= 1e-10 and info["final_loss"] <= 1e-20
+    assert _err(truth, est) <= 1e-6
+
+
+@pytest.mark.parametrize("r,d,w,L", [(3, 30, 3, 3), (3, 30, 4, 2), (4, 24, 3, 2), (3, 12, 3, 4)])
+def test_algebraic_start_other_sizes_exact(r, d, w, L):
+    # L = 3 = r (covariance alone does not identify it), even w (third cumulant for the signs), r = 4
+    # (the vector component H_1 fixes so(4)), L = 4 > r (the split is a local fit; S_a are still exact).
+    truth = _instance(r, d, w, L, seed=5)
+    p = truth.params()
+    est = PolynomialMomentEstimator(latent_dim=r, out_dim=d, degree=w, rank=L, init="algebraic")
+    est.fit_moments(population_summary(p["lam"], p["v"], w))
+    assert est.info_["init"] == "algebraic" and est.info_["converged"]
+    assert _err(truth, est) <= 1e-6
+
+
+def test_size_guard_refuses_algebraic_and_warns_on_auto_outside_coverage():
+    # Covered: d >= D = C(r+w-1, w) with r = 1, 3 (any w), odd w (r != 2) or w = 1, and D <= MAX_ALGEBRAIC_DIM.
+    assert algebraic_coverage(3, 10, 3) is None and algebraic_coverage(4, 20, 3) is None
+    assert "d = 9 < D" in algebraic_coverage(3, 9, 3)
+    assert "r = 2" in algebraic_coverage(2, 30, 3)
+    assert "even w = 4 with r = 4" in algebraic_coverage(4, 60, 4)
+    assert f"> {MAX_ALGEBRAIC_DIM}" in algebraic_coverage(7, 500, 3)
+    for kw in ({"latent_dim": 3, "out_dim": 9}, {"latent_dim": 2, "out_dim": 30}):
+        with pytest.raises(ConfigError, match="init=algebraic does not cover"):
+            PolynomialMomentEstimator(degree=3, rank=2, init="algebraic", **kw).validate()
+    # auto outside: random starts, with a warning and the reason in info_
+    r, d, w, L = 3, 8, 3, 1
+    truth = _instance(r, d, w, L, seed=0)
+    p = truth.params()
+    est = PolynomialMomentEstimator(latent_dim=r, out_dim=d, degree=w, rank=L, restarts=2)
+    est.validate()
+    with pytest.warns(UserWarning, match=r"no algebraic start \(d = 8 < D = C\(r\+w-1, w\) = 10"):
+        est.fit_moments(population_summary(p["lam"], p["v"], w))
+    assert est.info_["init"] == "random" and est.info_["restarts"] == 2 and "d = 8 < D" in est.info_["init_note"]
+
+
+def test_fourth_order_statistics_stream_equals_direct_computation():
+    r, d, w, L = 3, 12, 3, 2
+    truth = _instance(r, d, w, L, seed=6)
+    X = truth.sample_batched(3000, torch_generator(6, "train")).numpy()
+    mean, cov = X.mean(0), np.cov(X.T, bias=True)
+    ev, U = np.linalg.eigh(cov)
+    ev, U = ev[::-1][:10], U[:, ::-1][:, :10]
+    k4, kw = fourth_order_statistics(X, mean, U, ev, chunk=700)
+    Y = (X - mean) @ U / np.sqrt(ev)
+    h = (1 + (Y * Y).sum(1) / 10) ** -2
+    m4 = np.einsum("si,sj,sk,sl->ijkl", Y, Y, Y, Y) / len(Y)
+    I = np.eye(10)
+    ref = m4 - np.einsum("ij,kl->ijkl", I, I) - np.einsum("ik,jl->ijkl", I, I) - np.einsum("il,jk->ijkl", I, I)
+    assert np.abs(k4 - ref).max() <= 1e-10 * np.abs(ref).max()
+    assert np.abs(kw - np.einsum("s,si,sj,sk,sl->ijkl", h, Y, Y, Y, Y) / len(Y)).max() <= 1e-10 * np.abs(kw).max()
+
+
+@pytest.mark.slow
+def test_from_samples_algebraic_start_reaches_the_oracle_and_reports_max_iter():
+    r, d, w, L = 3, 15, 3, 2
+    truth = _instance(r, d, w, L, seed=3)  # random starts stall on this one (tests/test_status_flags.py)
+    X = truth.sample_batched(20_000, torch_generator(3, "train")).numpy()
+    est = PolynomialMomentEstimator(latent_dim=r, out_dim=d, degree=w, rank=L, seed=3, max_iter=300, noise_draws=2,
+                                    noise_samples=5000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # it may stop by max_iter too: the loss valley is flat
+        est.fit(X)
+    assert est.info_["init"] == "algebraic" and est.info_["algebraic_stabilizer_gap"] < 0.05  # ~0.014 at n = 2e4
+    ratio = est.extra_metrics(truth)["fit_to_oracle_error_ratio"]
+    assert 0.5 <= ratio <= 1.5
+    # status honesty: a refinement cut short by max_iter is not converged, whatever its error
+    short = PolynomialMomentEstimator(latent_dim=r, out_dim=d, degree=w, rank=L, seed=3, max_iter=2, noise_draws=1,
+                                      noise_samples=2000)
+    with pytest.warns(UserWarning, match="stopped by max_iter"):
+        short.fit(X)
+    assert short.info_["init"] == "algebraic" and not short.info_["converged"]
