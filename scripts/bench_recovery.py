@@ -1,8 +1,10 @@
-"""Benchmark of the provable side for quadratic pushforwards (issue 4), baselines measured in the same run.
+"""Benchmark of the provable side for quadratic (issue 4) and low-rank polynomial (issue 16) pushforwards,
+baselines measured in the same run.
 
     .venv/bin/python scripts/bench_recovery.py                 # everything (~10 min + the SoS sizes)
     .venv/bin/python scripts/bench_recovery.py --quick         # 3 seeds, n <= 1e5, memmap 1e6, SoS d <= 5
     .venv/bin/python scripts/bench_recovery.py --skip-sos --json out.json
+    .venv/bin/python scripts/bench_recovery.py --poly-only     # section 5 alone (~1 h; --quick ~10 min)
 
 1. Throughput: float64 GEMM (2000 x 2000, torch/MKL and numpy/OpenBLAS; the better one is "the
    machine's") against the streamed moment contractions of pfbench.recovery.moments: the third
@@ -19,6 +21,16 @@
    anonymous resident memory (RssAnon, excluding the page cache of the mapped file) is sampled.
 4. SoS (MATH 2a): exact population moments at r = 2, d = 3.., each size in a child process with a
    10-minute limit: gauge error, solve time, peak memory, against the pre-solve estimate.
+5. Polynomial maps x_a = sum_l lam_al <v_al, g>^w (issue 16), r = 3, d = 30, the algebraic start
+   (init=auto) against random starts (init=random, the estimator before it):
+   a. exact population moments: recoveries (gauge-aligned error < 1e-6) on ``--poly-pop-seeds`` (20)
+      random and smoothed (sigma = 0.1) instances at w = 3, L = 2 (target >= 19 of 20 each), and at
+      w = 3, L = 3 and w = 4, L = 2; random starts on ``--poly-baseline-seeds`` (3) of the w = 3,
+      L = 2 ones; median fit time;
+   b. samples, w = 3, L = 2: median error against the oracle (the same refinement started at the
+      truth) over ``--poly-seeds`` (10) instances at n = 1e5 (target <= 1.2 x), 5 at n = 1e4 and 1e6
+      for the log-log slope (target about -0.5), fit time (moments, start, refinement and the
+      noise-level check); random starts on ``--poly-baseline-seeds`` instances at n = 1e5.
 
 Threads: BLAS/OpenMP thread counts are set from ``--threads`` through environment variables before
 numpy is imported, and torch.set_num_threads likewise. The machine is shared and noisy: timings are
@@ -41,6 +53,12 @@ def parse() -> argparse.Namespace:
     p.add_argument("--sos-max-d", type=int, default=None, help="largest SoS d at r = 2 (default 8)")
     p.add_argument("--skip-sos", action="store_true")
     p.add_argument("--skip-memmap", action="store_true")
+    p.add_argument("--skip-poly", action="store_true", help="skip section 5 (polynomial maps)")
+    p.add_argument("--poly-only", action="store_true", help="run section 5 alone")
+    p.add_argument("--poly-pop-seeds", type=int, default=None, help="population instances per setting (20, quick 5)")
+    p.add_argument("--poly-seeds", type=int, default=None, help="sample instances at n = 1e5 (10, quick 3)")
+    p.add_argument("--poly-baseline-seeds", type=int, default=None,
+                   help="instances for the random-start baseline (3, quick 1; 0 skips it)")
     p.add_argument("--json", type=str, default=None, help="also write the results here")
     p.add_argument("--child", type=str, default=None, help=argparse.SUPPRESS)
     return p.parse_args()
@@ -60,9 +78,11 @@ import warnings  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pfbench.families import make_instance  # noqa: E402
+from pfbench.families import make_instance, parameter_error  # noqa: E402
 from pfbench.families.quadratic import quadratic_gauge_error  # noqa: E402
 from pfbench.recovery.moments import _ThirdMoment, mean_cov, moment_summary, third_moment_projected  # noqa: E402
+from pfbench.recovery.polynomial import PolynomialMomentEstimator  # noqa: E402
+from pfbench.recovery.polynomial import population_summary as poly_population_summary  # noqa: E402
 from pfbench.recovery.quadratic import QuadraticMomentEstimator  # noqa: E402
 from pfbench.recovery.quadratic_moments import population_summary, sym_dim  # noqa: E402
 from pfbench.recovery.sos import SoSQuadraticEstimator, sos_size  # noqa: E402
@@ -258,6 +278,122 @@ def sos_table(max_d: int) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------------
+# 5. polynomial maps
+# ------------------------------------------------------------------------------------------------
+def _poly_truth(r: int, d: int, w: int, L: int, kind: str, seed: int):
+    return make_instance("polynomial", r, d, kind=kind, sigma=0.1, degree=w, rank=L,
+                         generator=torch_generator(seed, "instance"))
+
+
+def _poly_error(truth, est) -> float:
+    p = truth.params()
+    return float(parameter_error("polynomial", p, {"lam": est.lam_, "v": est.v_}, degree=truth.degree)["param_error"])
+
+
+def poly_population(r: int, d: int, w: int, L: int, kind: str, seeds: int, init: str) -> dict:
+    """Exact population moments: recoveries (error < 1e-6) and fit times (fit_moments alone)."""
+    rows = []
+    for seed in range(seeds):
+        truth = _poly_truth(r, d, w, L, kind, seed)
+        p = truth.params()
+        s = poly_population_summary(p["lam"], p["v"], w)
+        est = PolynomialMomentEstimator(latent_dim=r, out_dim=d, degree=w, rank=L, seed=seed, init=init)
+        t0 = time.perf_counter()
+        est.fit_moments(s)
+        secs = time.perf_counter() - t0
+        rows.append({"seed": seed, "error": _poly_error(truth, est), "fit_s": secs, "init": est.info_["init"],
+                     "converged": est.info_["converged"], "iterations": est.info_["total_iterations"]})
+    errs = [row["error"] for row in rows]
+    return {"r": r, "d": d, "w": w, "L": L, "kind": kind, "init": init, "seeds": seeds,
+            "recovered": int(sum(e < 1e-6 for e in errs)), "converged": int(sum(row["converged"] for row in rows)),
+            "median_error": float(np.median(errs)), "max_error": float(max(errs)),
+            "median_fit_s": float(np.median([row["fit_s"] for row in rows])),
+            "max_fit_s": float(max(row["fit_s"] for row in rows)), "rows": rows}
+
+
+def poly_samples(r: int, d: int, w: int, L: int, n: int, seeds: int, init: str) -> dict:
+    """From n samples: gauge-aligned error, the oracle's, their ratio and the fit's timings."""
+    rows = []
+    for seed in range(seeds):
+        truth = _poly_truth(r, d, w, L, "random", seed)
+        X = truth.sample_batched(n, torch_generator(seed, "train")).numpy()
+        est = PolynomialMomentEstimator(latent_dim=r, out_dim=d, degree=w, rank=L, seed=seed, init=init)
+        t0 = time.perf_counter()
+        est.fit(X)
+        wall = time.perf_counter() - t0
+        err = _poly_error(truth, est)
+        em = est.extra_metrics(truth, X)
+        info = est.info_
+        rows.append({"seed": seed, "error": err, "oracle": em["oracle_param_error"],
+                     "ratio": err / em["oracle_param_error"], "fit_s": wall, "moments_s": info["moments_time_s"],
+                     "start_s": info["start_time_s"], "refine_s": info["refine_time_s"],
+                     "iterations": info["iterations"], "converged": info["converged"],
+                     "optimizer_converged": info["optimizer_converged"], "init": info["init"],
+                     "oracle_converged": em["oracle_converged"]})
+        del X
+    keys = ("error", "oracle", "ratio", "fit_s", "moments_s", "start_s", "iterations")
+    med = {k: float(np.median([row[k] for row in rows])) for k in keys}
+    return {"r": r, "d": d, "w": w, "L": L, "n": n, "init": init, "seeds": seeds, "median": med,
+            "max_ratio": max(row["ratio"] for row in rows), "max_fit_s": max(row["fit_s"] for row in rows),
+            "converged": int(sum(row["converged"] for row in rows)),
+            "optimizer_converged": int(sum(row["optimizer_converged"] for row in rows)),
+            "oracle_converged": int(sum(row["oracle_converged"] for row in rows)), "rows": rows}
+
+
+def polynomial_section(res: dict) -> None:
+    warnings.simplefilter("ignore", UserWarning)  # fits report through info_; the table shows the flags
+    r, d = 3, 30
+    pop_seeds = args.poly_pop_seeds or (5 if args.quick else 20)
+    seeds = args.poly_seeds or (3 if args.quick else 10)
+    base = args.poly_baseline_seeds if args.poly_baseline_seeds is not None else (1 if args.quick else 3)
+    # warm-up (first calls of torch kernels and the cached Sym^w features), excluded
+    t = _poly_truth(r, d, 3, 2, "random", 99)
+    PolynomialMomentEstimator(latent_dim=r, out_dim=d, degree=3, rank=2).fit_moments(
+        poly_population_summary(t.params()["lam"], t.params()["v"], 3))
+
+    print("\n5a. exact population moments, r = 3, d = 30: recovered (error < 1e-6) of instances")
+    print("| w | L | instances | start | recovered | converged flag | median error | max error | fit s (median, max) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    res["poly_population"] = []
+    for w, L, kind in [(3, 2, "random"), (3, 2, "smoothed"), (3, 3, "random"), (3, 3, "smoothed"),
+                       (4, 2, "random"), (4, 2, "smoothed")]:
+        for init, k in (("auto", pop_seeds), ("random", base if (w, L) == (3, 2) else 0)):
+            if k == 0:
+                continue
+            rec = poly_population(r, d, w, L, kind, k, init)
+            res["poly_population"].append(rec)
+            name = "algebraic" if init == "auto" else "random x3"
+            print(f"| {w} | {L} | {kind} | {name} | {rec['recovered']} of {k} | {rec['converged']} of {k} "
+                  f"| {rec['median_error']:.1e} | {rec['max_error']:.1e} | {rec['median_fit_s']:.2f}, "
+                  f"{rec['max_fit_s']:.2f} |", flush=True)
+
+    print("\n5b. from samples, w = 3, L = 2, r = 3, d = 30 (fit = moments + start + refinement + noise-level check)")
+    print("| n | instances | start | error (median) | oracle (median) | error / oracle (median, max) "
+          "| fit s (median, max) | moments s | start s | converged (flag / optimizer / oracle's) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    res["poly_samples"] = []
+    sizes = [(10_000, min(seeds, 5)), (100_000, seeds)] + ([] if args.quick else [(1_000_000, min(seeds, 5))])
+    runs = [(n, k, "auto") for n, k in sizes] + ([(100_000, base, "random")] if base else [])
+    for n, k, init in runs:
+        rec = poly_samples(r, d, 3, 2, n, k, init)
+        res["poly_samples"].append(rec)
+        m = rec["median"]
+        name = "algebraic" if init == "auto" else "random x3"
+        print(f"| {n:.0e} | {k} | {name} | {m['error']:.4f} | {m['oracle']:.4f} | {m['ratio']:.3f}, "
+              f"{rec['max_ratio']:.3f} | {m['fit_s']:.1f}, {rec['max_fit_s']:.1f} | {m['moments_s']:.2f} "
+              f"| {m['start_s']:.2f} | {rec['converged']} / {rec['optimizer_converged']} / {rec['oracle_converged']} "
+              f"of {k} |", flush=True)
+    alg = [rec for rec in res["poly_samples"] if rec["init"] == "auto"]
+    if len(alg) >= 2:
+        ns = np.array([rec["n"] for rec in alg], dtype=float)
+        res["poly_slope_error"] = float(np.polyfit(np.log(ns), np.log([rec["median"]["error"] for rec in alg]), 1)[0])
+        res["poly_slope_oracle"] = float(np.polyfit(np.log(ns), np.log([rec["median"]["oracle"] for rec in alg]),
+                                                    1)[0])
+        print(f"\nlog-log slope of median error vs n (w = 3, L = 2): {res['poly_slope_error']:.3f} "
+              f"(oracle {res['poly_slope_oracle']:.3f})", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------
 def main() -> None:
     if args.child:
         kind, *rest = args.child.split(":")
@@ -270,6 +406,10 @@ def main() -> None:
     seeds = args.seeds or (3 if args.quick else 5)
     res: dict = {"threads": args.threads, "load_start": load(), "torch": torch.__version__}
     print(f"threads={args.threads}  load average {res['load_start']}", flush=True)
+    if args.poly_only:
+        polynomial_section(res)
+        finish(res)
+        return
 
     g = gemm_gflops()
     res["gemm"] = g
@@ -336,6 +476,12 @@ def main() -> None:
             big = solved[-1]
             print(f"largest SoS instance solved within 10 min: r=2, d={big['d']} ({big['rows']} moment rows, "
                   f"{big['seconds']:.0f} s, {big['peak_gb']:.1f} GB, gauge error {big['error']:.1e})")
+    if not args.skip_poly:
+        polynomial_section(res)
+    finish(res)
+
+
+def finish(res: dict) -> None:
     res["load_end"] = load()
     print(f"load average at the end: {res['load_end']}")
     if args.json:
