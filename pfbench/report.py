@@ -894,7 +894,8 @@ def verdict_table(cells: dict[tuple[str, Any], list[dict]]) -> Table | None:
         vals = [_row_name(label), _fmt_n(n), *[_verdict_cell(runs, k, "different") for k in keys]]
         vals += [_verdict_cell(runs, "copying", "copying suspected") if k == "copying"
                  else _verdict_cell(runs, k, "different") for k in mem]
-        rows.append(vals)
+        if any(vals[2:]):  # runs evaluated before verdicts existed have none: no empty row
+            rows.append(vals)
     if not rows:
         return None
     return Table(cols, rows, left=2, rules=_first_rule(rows, lambda c: c.endswith("(reference)")))
