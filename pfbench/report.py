@@ -1537,13 +1537,16 @@ def build_report(root: Path, out: Path | None = None, figures: bool = True, budg
         md += [f"## data = {fam}", "", "### Selected-checkpoint param_error by budget B and n_train", "",
                "At each budget B (generator steps), the checkpoint the validation statistic selects among the "
                "evaluations at steps <= B; estimators (no steps) once, with their fit time.", ""]
-        t, exc = budget_table(cells, budgets, statistic)
+        # a reference method that is not of the family's form has no parameter error: not an exclusion
+        pe_cells = {k: v for k, v in cells.items()
+                    if not (is_reference(k[0]) and all(r.get("metrics.param_error") is None for r in v))}
+        t, exc = budget_table(pe_cells, budgets, statistic)
         tex[f"{stem}_budgets"] = (t, f"{fam}: selected-checkpoint param_error by budget B and n_train; median "
                                      "(mean ± 95% t half-width) over seeds")
         md += [*to_markdown(t), ""]
         if exc:
             md += ["Excluded from these cells:", "", *exc.lines("budget"), ""]
-        t, exc = checkpoint_table(cells)
+        t, exc = checkpoint_table(pe_cells)
         tex[f"{stem}_checkpoints"] = (t, f"{fam}: test-split param_error of the final, selected and EMA generators")
         md += ["### Test-split param_error of the final, selected (over the whole run) and EMA generators", "",
                *to_markdown(t), ""]
