@@ -298,7 +298,9 @@ def test_relu_via_pushforward_params():
     p = truth.params()
     est = {"W": p["W"] @ torch.from_numpy(haar(3, np.random.default_rng(3))), "b": p["b"] + 0.1}
     out = parameter_error("relu", p, est)
-    assert set(out) == {"param_error", "param_error_gram", "param_error_procrustes", "param_error_bias"}
+    assert set(out) == {"param_error", "param_error_gram", "param_error_procrustes", "param_error_bias",
+                        "param_error_search"}
+    assert out["param_error_search"].startswith("exact minimum")
     assert abs(out["param_error_bias"] - 0.1 * 2 / torch.linalg.norm(p["W"]).item()) <= 1e-12
     assert 0.0 <= out["param_error_procrustes"] <= 1e-12
 

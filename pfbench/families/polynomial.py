@@ -86,8 +86,11 @@ class LowRankPolynomialPushforward(Pushforward):
                       restarts: int, seed: int) -> dict[str, Any]:
         """:func:`polynomial_gauge_error` at the family's degree; adds ``param_error_components``."""
         cls._require(true, est, ("lam", "v"))
-        return polynomial_gauge_error(true["lam"], true["v"], est["lam"], est["v"], args.degree,
-                                      restarts=restarts, seed=seed)
+        out = polynomial_gauge_error(true["lam"], true["v"], est["lam"], est["v"], args.degree,
+                                     restarts=restarts, seed=seed)
+        out["param_error_search"] = ("upper bound on the minimum over O(r): Riemannian ascent from the covariant "
+                                     "matrices' quadratic alignment and U = I; no certificate for this family")
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

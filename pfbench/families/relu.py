@@ -61,7 +61,9 @@ class OneLayerReLUPushforward(Pushforward):
                       restarts: int, seed: int) -> dict[str, Any]:
         """:func:`relu_gauge_error` (closed form: Procrustes over O(k), no search)."""
         cls._require(true, est, ("W", "b"))
-        return relu_gauge_error(true["W"], true["b"], est["W"], est["b"])
+        out = relu_gauge_error(true["W"], true["b"], est["W"], est["b"])
+        out["param_error_search"] = "exact minimum over O(k): closed-form orthogonal Procrustes"
+        return out
 
 
 def wds_singular_values(k: int, kappa: float) -> np.ndarray:
