@@ -14,7 +14,7 @@ REFUSED = [
     ("moments", "quadratic", {"latent_dim": 2, "out_dim": 4, "restarts": 0}, "restarts=0"),
     ("moments", "polynomial", {"latent_dim": 2, "out_dim": 4, "rank": 0}, "rank=0"),
     ("moments", "polynomial", {"latent_dim": 2, "out_dim": 4, "init": "spectral"}, "init='spectral'"),
-    ("sos", "quadratic", {"latent_dim": 3, "out_dim": 6}, "refuses this instance"),
+    ("sos", "quadratic", {"latent_dim": 4, "out_dim": 10}, "refuses this instance"),
     ("sos", "quadratic", {"latent_dim": 2, "out_dim": 2}, "not identifiable"),
     ("sos", "quadratic", {"latent_dim": 2, "out_dim": 3, "solver": "MOSEK"}, "CLARABEL or SCS"),
     ("relu_moments", "relu", {"latent_dim": 3, "out_dim": 3, "solver": "lbfgs"}, "solver='lbfgs'"),
