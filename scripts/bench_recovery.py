@@ -3,6 +3,7 @@ baselines measured in the same run.
 
     .venv/bin/python scripts/bench_recovery.py                 # everything (~10 min + the SoS sizes)
     .venv/bin/python scripts/bench_recovery.py --quick         # 3 seeds, n <= 1e5, memmap 1e6, SoS d <= 5
+    .venv/bin/python scripts/bench_recovery.py --only-sos --sos-solver CLARABEL   # the SoS table alone
     .venv/bin/python scripts/bench_recovery.py --skip-sos --json out.json
     .venv/bin/python scripts/bench_recovery.py --poly-only     # section 5 alone (~1 h; --quick ~10 min)
 
@@ -19,8 +20,10 @@ baselines measured in the same run.
    One warm-up fit runs first (first-call costs of torch kernels are not fit work).
 3. Memory: the moments of a float32 memory-mapped file of 1e7 x 20 rows, in a child process whose
    anonymous resident memory (RssAnon, excluding the page cache of the mapped file) is sampled.
-4. SoS (MATH 2a): exact population moments at r = 2, d = 3.., each size in a child process with a
-   10-minute limit: gauge error, solve time, peak memory, against the pre-solve estimate.
+4. SoS (MATH 2a): r = 2, d = 3..--sos-max-d and r = 3, d = 6..--sos-r3-max-d, on exact population
+   moments and on n = --sos-n samples, each in a child process with a 10-minute limit: gauge error
+   (and the moment method's on the same samples), build and solve time, solver iterations, peak
+   memory (VmHWM), the certificate and residuals, against the pre-solve estimate (the size guard).
 5. Polynomial maps x_a = sum_l lam_al <v_al, g>^w (issue 16), r = 3, d = 30, the algebraic start
    (init=auto) against random starts (init=random, the estimator before it):
    a. exact population moments: recoveries (gauge-aligned error < 1e-6) on ``--poly-pop-seeds`` (20)
@@ -50,8 +53,12 @@ def parse() -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="3 seeds, n <= 1e5, memmap 1e6 rows, SoS d <= 5")
     p.add_argument("--seeds", type=int, default=None, help="seeds per setting (default 5, quick 3)")
     p.add_argument("--memmap-rows", type=int, default=None, help="rows of the memmap test (default 1e7)")
-    p.add_argument("--sos-max-d", type=int, default=None, help="largest SoS d at r = 2 (default 8)")
+    p.add_argument("--sos-max-d", type=int, default=None, help="largest SoS d at r = 2 (default 26, quick 5)")
     p.add_argument("--skip-sos", action="store_true")
+    p.add_argument("--only-sos", action="store_true", help="only the SoS table")
+    p.add_argument("--sos-r3-max-d", type=int, default=None, help="largest SoS d at r = 3 (default 14, quick 8)")
+    p.add_argument("--sos-solver", type=str, default="SCS", help="SCS (default) or CLARABEL")
+    p.add_argument("--sos-n", type=str, default="0,100000", help="SoS sample sizes, 0 = exact moments")
     p.add_argument("--skip-memmap", action="store_true")
     p.add_argument("--skip-poly", action="store_true", help="skip section 5 (polynomial maps)")
     p.add_argument("--poly-only", action="store_true", help="run section 5 alone")
@@ -245,36 +252,74 @@ def memmap_test(rows: int) -> dict:
 # ------------------------------------------------------------------------------------------------
 # 4. SoS children
 # ------------------------------------------------------------------------------------------------
-def child_sos(r: int, d: int) -> None:
-    Q = make_instance("quadratic", r, d, generator=torch_generator(0, "instance")).params()["Q"].numpy()
-    est = SoSQuadraticEstimator(latent_dim=r, out_dim=d, max_seconds=1e9, max_memory_gb=1e9)
+def child_sos(r: int, d: int, solver: str, n: int) -> None:
+    truth = make_instance("quadratic", r, d, generator=torch_generator(0, "instance"))
+    Q = truth.params()["Q"].numpy()
+    # past the guard on purpose (the table checks its estimates); the parent's timeout stops a child at 660 s
+    est = SoSQuadraticEstimator(latent_dim=r, out_dim=d, solver=solver, max_seconds=1e9, max_memory_gb=1e9)
     t0 = time.perf_counter()
-    est.fit_moments(population_summary(Q, k=d))
+    if n:
+        X = truth.sample_batched(n, torch_generator(0, "train")).numpy()
+        est.fit(X)
+    else:
+        est.fit_moments(population_summary(Q, k=d))
     secs = time.perf_counter() - t0
-    print(json.dumps({"error": quadratic_gauge_error(Q, est.Q_), "seconds": secs,
-                      "solve_s": est.info_["solve_time_s"], "status": est.info_["solver_status"],
-                      "rank1": est.info_["moment_matrix_rank1_ratio"],
-                      "peak_gb": _status_kb("VmHWM") / 1e6}))
+    info = est.info_
+    out = {"error": quadratic_gauge_error(Q, est.Q_), "seconds": secs, "build_s": info["build_time_s"],
+           "solve_s": info["solve_time_s"], "iters": info["solver_iterations"], "status": info["solver_status"],
+           "rank1": info["moment_matrix_rank1_ratio"], "residual": info["residual_norm"],
+           "rounding_residual": info["rounding_residual"], "converged": info["converged"],
+           "peak_gb": _status_kb("VmHWM") / 1e6}
+    if n:  # the moment method on the same samples
+        out["moments_error"] = quadratic_gauge_error(Q, QuadraticMomentEstimator(latent_dim=r, out_dim=d).fit(X).Q_)
+    print(json.dumps(out))
 
 
-def sos_table(max_d: int) -> list[dict]:
+def sos_table(sizes: list[tuple[int, int]], solver: str, ns: list[int]) -> list[dict]:
+    """One child per (r, d, n); at each (r, n) the sizes stop growing after the first failure."""
     out = []
-    for d in range(3, max_d + 1):
-        size = sos_size(2, d)
-        rec = {"r": 2, "d": d, "rows": size.rows, "psd_entries": size.psd_entries,
-               "est_gb": size.est_memory_gb, "est_s": size.est_seconds}
-        try:
-            res = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--child",
-                                  f"sos:2:{d}"], capture_output=True, text=True, timeout=600)
-            rec.update(json.loads(res.stdout.strip().splitlines()[-1]) if res.returncode == 0
-                       else {"status": f"failed: {res.stderr.strip().splitlines()[-1][:200]}"})
-        except subprocess.TimeoutExpired:
-            rec["status"] = "not solved within 600 s"
-        out.append(rec)
-        print(f"  SoS r=2 d={d}: {rec}", flush=True)
-        if rec.get("status") not in ("optimal", "optimal_inaccurate"):
-            break
+    stopped: set[tuple[int, int]] = set()
+    for r, d in sizes:
+        size = sos_size(r, d, solver)
+        for n in ns:
+            if (r, n) in stopped:
+                continue
+            rec = {"r": r, "d": d, "n": n, "solver": solver, "blocks": size.blocks_text(), "rows": size.rows,
+                   "psd_entries": size.psd_entries, "soft": size.soft_constraints,
+                   "est_gb": size.est_memory_gb, "est_s": size.est_seconds}
+            try:
+                res = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--child",
+                                      f"sos:{r}:{d}:{solver}:{n}"], capture_output=True, text=True, timeout=660)
+                rec.update(json.loads(res.stdout.strip().splitlines()[-1]) if res.returncode == 0
+                           else {"status": f"failed: {res.stderr.strip().splitlines()[-1][:200]}"})
+            except subprocess.TimeoutExpired:
+                rec["status"] = "not solved within 660 s"
+            out.append(rec)
+            print(f"  SoS r={r} d={d} n={n or 'exact'}: {rec}", flush=True)
+            if rec.get("status") not in ("optimal", "optimal_inaccurate") or rec.get("seconds", 1e9) > 600:
+                stopped.add((r, n))
     return out
+
+
+def sos_report(res: dict) -> None:
+    max2 = args.sos_max_d or (5 if args.quick else 26)
+    max3 = args.sos_r3_max_d or (8 if args.quick else 14)
+    sizes = [(2, d) for d in range(3, max2 + 1)] + [(3, d) for d in range(6, max3 + 1)]
+    ns = [int(float(x)) for x in args.sos_n.split(",")]
+    res["sos"] = sos_table(sizes, args.sos_solver.upper(), ns)
+    print("\n| r | d | n | blocks | est GB / s | peak GB | build s | solve s | iterations | gauge error "
+          "(moment method) | certificate | residual (rounding) | converged |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for t in res["sos"]:
+        if "peak_gb" not in t:
+            print(f"| {t['r']} | {t['d']} | {t['n'] or 'exact'} | {t['blocks']} | {t['est_gb']:.2f} / {t['est_s']:.0f} "
+                  f"| {t['status']} |")
+            continue
+        me = f" ({t['moments_error']:.2e})" if "moments_error" in t else ""
+        print(f"| {t['r']} | {t['d']} | {t['n'] or 'exact'} | {t['blocks']} | {t['est_gb']:.2f} / {t['est_s']:.0f} "
+              f"| {t['peak_gb']:.2f} | {t['build_s']:.1f} | {t['solve_s']:.1f} | {t['iters']} | {t['error']:.2e}{me} "
+              f"| {t['rank1']:.2e} | {t['residual']:.2e} ({t['rounding_residual']:.2e}) | {t['converged']} |",
+              flush=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -400,7 +445,17 @@ def main() -> None:
         if kind == "memmap":
             child_memmap(rest[0], int(rest[1]), int(rest[2]))
         else:
-            child_sos(int(rest[0]), int(rest[1]))
+            child_sos(int(rest[0]), int(rest[1]), rest[2], int(rest[3]))
+        return
+    if args.only_sos:
+        res = {"threads": args.threads, "load_start": load()}
+        print(f"threads={args.threads}  load average {res['load_start']}", flush=True)
+        sos_report(res)
+        res["load_end"] = load()
+        print(f"load average at the end: {res['load_end']}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(res, f, indent=1)
         return
     warnings.simplefilter("ignore", UserWarning)
     seeds = args.seeds or (3 if args.quick else 5)
@@ -470,12 +525,7 @@ def main() -> None:
               f"{mm['rss_anon_peak_mb']:.0f} MB peak", flush=True)
 
     if not args.skip_sos:
-        res["sos"] = sos_table(args.sos_max_d or (5 if args.quick else 8))
-        solved = [s for s in res["sos"] if s.get("status") == "optimal" and s.get("seconds", 1e9) <= 600]
-        if solved:
-            big = solved[-1]
-            print(f"largest SoS instance solved within 10 min: r=2, d={big['d']} ({big['rows']} moment rows, "
-                  f"{big['seconds']:.0f} s, {big['peak_gb']:.1f} GB, gauge error {big['error']:.1e})")
+        sos_report(res)
     if not args.skip_poly:
         polynomial_section(res)
     finish(res)
