@@ -21,7 +21,44 @@ from pfbench.families.alignment import as_f64, polar
 from pfbench.families.base import FamilyArgs, Pushforward, random_rotation
 
 
-class OneLayerReLUPushforward(Pushforward):
+class OneLayerPushforward(Pushforward):
+    """x = act(W z + b), z ~ N(0, I_k); W (d, k), b (d,), for an elementwise activation ``act``.
+
+    Gauge: W -> W U, U in O(k), whatever the activation; the aligned error is the closed-form
+    orthogonal Procrustes of :func:`relu_gauge_error`. Subclasses set ``family``, ``activation`` and
+    the random instance (``reset_random_``).
+    """
+
+    activation = staticmethod(torch.relu)
+
+    def __init__(self, latent_dim: int, out_dim: int, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.latent_dim, self.out_dim = int(latent_dim), int(out_dim)
+        self.W = nn.Parameter(torch.zeros(self.out_dim, self.latent_dim, dtype=dtype))
+        self.b = nn.Parameter(torch.zeros(self.out_dim, dtype=dtype))
+        self.reset_random_(torch.Generator().manual_seed(0))
+
+    @torch.no_grad()
+    def random_symmetry_(self, generator: torch.Generator) -> torch.Tensor:
+        """W -> W U: act(W U z + b) = F(U z)."""
+        u = random_rotation(self.latent_dim, generator, self.W.dtype)
+        self.W.copy_(self.W @ u)
+        return u
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.activation(torch.addmm(self.b, z, self.W.T))
+
+    @classmethod
+    def aligned_error(cls, true: Mapping[str, Any], est: Mapping[str, Any], *, args: FamilyArgs,
+                      restarts: int, seed: int) -> dict[str, Any]:
+        """:func:`relu_gauge_error` (closed form: Procrustes over O(k), no search)."""
+        cls._require(true, est, ("W", "b"))
+        out = relu_gauge_error(true["W"], true["b"], est["W"], est["b"])
+        out["param_error_search"] = "exact minimum over O(k): closed-form orthogonal Procrustes"
+        return out
+
+
+class OneLayerReLUPushforward(OneLayerPushforward):
     """x = ReLU(W z + b), z ~ N(0, I_k); W (d, k), b (d,).
 
     Gauge: W -> W U, U in O(k); only W W^T and b are identifiable (Wu, Dimakis, Sanghavi 2019).
@@ -32,38 +69,13 @@ class OneLayerReLUPushforward(Pushforward):
 
     family = "relu"
     is_relu_net = True
-
-    def __init__(self, latent_dim: int, out_dim: int, dtype: torch.dtype = torch.float32):
-        super().__init__()
-        self.latent_dim, self.out_dim = int(latent_dim), int(out_dim)
-        self.W = nn.Parameter(torch.zeros(self.out_dim, self.latent_dim, dtype=dtype))
-        self.b = nn.Parameter(torch.zeros(self.out_dim, dtype=dtype))
-        self.reset_random_(torch.Generator().manual_seed(0))
+    activation = staticmethod(torch.relu)
 
     @torch.no_grad()
     def reset_random_(self, generator: torch.Generator) -> OneLayerReLUPushforward:
         self.W.copy_(torch.randn(self.W.shape, generator=generator, dtype=self.W.dtype) / self.latent_dim**0.5)
         self.b.copy_(torch.randn(self.b.shape, generator=generator, dtype=self.b.dtype).clamp_min(0))
         return self
-
-    @torch.no_grad()
-    def random_symmetry_(self, generator: torch.Generator) -> torch.Tensor:
-        """W -> W U: ReLU(W U z + b) = F(U z)."""
-        u = random_rotation(self.latent_dim, generator, self.W.dtype)
-        self.W.copy_(self.W @ u)
-        return u
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.relu(torch.addmm(self.b, z, self.W.T))
-
-    @classmethod
-    def aligned_error(cls, true: Mapping[str, Any], est: Mapping[str, Any], *, args: FamilyArgs,
-                      restarts: int, seed: int) -> dict[str, Any]:
-        """:func:`relu_gauge_error` (closed form: Procrustes over O(k), no search)."""
-        cls._require(true, est, ("W", "b"))
-        out = relu_gauge_error(true["W"], true["b"], est["W"], est["b"])
-        out["param_error_search"] = "exact minimum over O(k): closed-form orthogonal Procrustes"
-        return out
 
 
 def wds_singular_values(k: int, kappa: float) -> np.ndarray:
