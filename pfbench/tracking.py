@@ -114,8 +114,8 @@ def _warn(msg: str) -> None:
 
 
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
-TENSORBOARD_MISSING = ("logger=tensorboard needs the tensorboard package, an optional extra: pip install tensorboard "
-                       "(or pip install -e '.[tensorboard]'); or use logger=csv, logger=wandb or logger=none")
+TENSORBOARD_MISSING = ("logger=tensorboard needs the tensorboard package, an optional extra: pip install tensorboard; "
+                       "or use logger=csv, logger=wandb or logger=none")
 MAX_TAG = 64  # W&B refuses longer tags
 
 
