@@ -61,11 +61,11 @@ from scipy import stats
 
 from pfbench import CONF_DIR
 from pfbench.metrics.evaluate import REGISTRY
+from pfbench.recovery import REFERENCE_METHODS  # the registry itself (no torch, no numerics imported)
 from pfbench.tracking import flatten
 
 DISTANCES = tuple(d.key for d in REGISTRY if d.compare_in_report)  # w1, sw, mmd, nn_dist: the metric tables
 STATISTICS = ("val_moments", "val_sw")  # as pfbench.selection.STATISTICS (not imported: that needs torch)
-REFERENCE_METHODS = ("memorize", "gaussian", "truth")  # as pfbench.recovery.REFERENCE_METHODS (a test keeps them equal)
 ESTIMATOR_METHODS = ("moments", "sos", "relu_moments", *REFERENCE_METHODS)
 DEFAULT_BUDGETS = (1500, 5000)
 HEADLINE_FAMILY = "quadratic"

@@ -472,12 +472,6 @@ def test_report_on_a_real_tiny_sweep(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_reference_methods_are_the_registry_ones():
-    from pfbench.recovery import REFERENCE_METHODS
-
-    assert set(R.REFERENCE_METHODS) == set(REFERENCE_METHODS)
-
-
 def test_reference_rows_close_the_tables_and_verdicts_are_counted(tmp_path):
     def verdict(diff: bool, p: float) -> str:
         return (f"different from the truth at n = 64 (p = {p})" if diff else
