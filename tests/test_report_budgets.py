@@ -353,6 +353,18 @@ def test_one_color_per_method(tmp_path):
     plt.close("all")
 
 
+def test_exact_methods_are_named_not_drawn():
+    """The truth as a method (param_error ~1e-16) would stretch the log axis over 15 decades: it is left
+    out of the param_error figures by name; a method exact in only some runs is still drawn."""
+    def row(label, pe):
+        return {"label": label, "metrics.param_error": pe}
+
+    rows = [row("truth", 6e-16), row("truth", -2e-16), row("wgan", 0.1), row("wgan", 3e-17), row("moments", 0.02),
+            row("gaussian", None), row("memorize", None)]
+    assert R.exact_methods(rows) == ["truth"]
+    assert R.exact_methods([row("truth", 6e-16), row("truth", 2e-10)]) == []  # 2e-10 is above the threshold
+
+
 def test_time_to_accuracy_counts_training_not_start_up(tmp_path):
     """Wall time (worker start-up included) is never the time axis: fit time for estimators, training
     seconds at the last evaluation (evaluations excluded) for learned runs."""
