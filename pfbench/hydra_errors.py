@@ -34,16 +34,39 @@ def _overrides(argv: list[str]) -> list[str]:
 PLAIN_GROUPS = ("experiment", "debug", "hparams_search")
 
 
+def _ckpt_path(value: str, argv: list[str], overrides: set[str]) -> list[str]:
+    """lightning-hydra-template's ``ckpt_path=<checkpoint or run dir>`` as pfbench's own spelling of the
+    same thing, ``resume=true hydra.run.dir=<run dir>`` (the rest of the command must be the run's own)."""
+    if any(a in ("-m", "--multirun") for a in argv):
+        raise ConfigError(f"ckpt_path={value} continues one run; it does not combine with -m/--multirun "
+                          "(each job of a sweep resumes with resume=auto)")
+    if any(_key_of(o) in ("hydra.run.dir", "resume") for o in overrides):
+        raise ConfigError(f"ckpt_path={value} already sets resume=true and hydra.run.dir; give one or the other")
+    path = Path(value).expanduser()
+    if not value or not path.exists():
+        raise ConfigError(f"ckpt_path={value}: no such file or directory; give an earlier run's directory "
+                          "or its checkpoint.pt")
+    run_dir = path if path.is_dir() else path.parent
+    if not (run_dir / "checkpoint.pt").is_file():
+        raise ConfigError(f"ckpt_path={value}: {run_dir} holds no checkpoint.pt to continue from")
+    return ["resume=true", f"hydra.run.dir={run_dir.resolve()}"]
+
+
 def conventional_argv(argv: list[str]) -> list[str]:
     """``experiment=X``, ``debug=X`` and ``hparams_search=X`` as ``+experiment=X`` etc. (the groups are added,
     not in the defaults list, so both spellings compose the same config), and ``+debug=X`` moved after the
     other overrides, so that debug's settings win over the chosen ``+model``'s file whatever the order
-    (value overrides such as ``model.train.steps=50`` still win over both)."""
+    (value overrides such as ``model.train.steps=50`` still win over both). ``ckpt_path=P`` becomes
+    ``resume=true hydra.run.dir=<P's run dir>``; a bad one raises :class:`ConfigError`."""
     overrides = set(_overrides(argv))
     out: list[str] = []
     last: list[str] = []
     end = 0  # after the last override (the overrides are one run of positional arguments, flags around them)
     for a in argv:
+        if a in overrides and a.startswith("ckpt_path="):
+            out += _ckpt_path(a.split("=", 1)[1], argv, overrides)
+            end = len(out)
+            continue
         m = re.match(r"(\+?)(\w+)=", a) if a in overrides else None
         if m and m.group(2) in PLAIN_GROUPS:
             a = a if m.group(1) else f"+{a}"

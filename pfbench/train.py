@@ -508,11 +508,16 @@ def cli(argv: list[str] | None = None) -> None:
     composition and output-directory errors (unknown keys, options and groups, unparsable overrides, an
     unwritable output directory) turned into one ``pfbench: error:`` line and exit code 2 before any
     work. ``HYDRA_FULL_ERROR=1`` keeps Hydra's own report. ``experiment=``, ``debug=`` and
-    ``hparams_search=`` are taken without the + (:func:`pfbench.hydra_errors.conventional_argv`)."""
+    ``hparams_search=`` are taken without the +, and ``ckpt_path=`` continues a run
+    (:func:`pfbench.hydra_errors.conventional_argv`)."""
     from pfbench.hydra_errors import conventional_argv, explain
 
     argv = sys.argv[1:] if argv is None else argv
-    hydra_argv = conventional_argv(argv)
+    try:
+        hydra_argv = conventional_argv(argv)
+    except ConfigError as e:
+        print(f"pfbench: error: {e}", file=sys.stderr)
+        sys.exit(2)
     if hydra_argv != argv:
         sys.argv[1:] = hydra_argv  # what hydra.main parses
     user_full = os.environ.get("HYDRA_FULL_ERROR") == "1"

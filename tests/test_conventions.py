@@ -1,6 +1,6 @@
 """Conventions of Hydra and lightning-hydra-template users (issue 15): experiment= and debug= without the +,
 debug=fast / debug=profile, logger=csv / logger=tensorboard, top-level tags, console scripts with shell
-completion, train.log holding the run's lines and progress bars as plain lines in a log."""
+completion, train.log holding the run's lines, progress bars as plain lines in a log, and ckpt_path=."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import math
+import os
 import pstats
 import subprocess
 import sys
@@ -54,6 +55,46 @@ def test_plain_group_spelling_is_rewritten_and_debug_goes_last():
     assert conventional_argv(["-sc", "install=bash"]) == ["-sc", "install=bash"]
     assert conventional_argv(["+model=wgan", "data=relu", "model.train.steps=5"]) == \
         ["+model=wgan", "data=relu", "model.train.steps=5"]
+
+
+def test_ckpt_path_is_resume_in_the_run_dir(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"")
+    expected = ["+model=wgan", "resume=true", f"hydra.run.dir={run.resolve()}", "seed=1"]
+    assert conventional_argv(["+model=wgan", f"ckpt_path={run}/checkpoint.pt", "seed=1"]) == expected
+    assert conventional_argv(["+model=wgan", f"ckpt_path={run}", "seed=1"]) == expected
+    refusals = {
+        f"ckpt_path={tmp_path}/nope": f"ckpt_path={tmp_path}/nope: no such file or directory; give an earlier "
+                                      "run's directory or its checkpoint.pt",
+        f"ckpt_path={tmp_path}": f"ckpt_path={tmp_path}: {tmp_path} holds no checkpoint.pt to continue from",
+    }
+    for arg, message in refusals.items():
+        with pytest.raises(ConfigError) as e:
+            conventional_argv(["+model=wgan", arg])
+        assert str(e.value) == message
+    with pytest.raises(ConfigError, match="does not combine with -m/--multirun"):
+        conventional_argv(["-m", "+model=wgan", f"ckpt_path={run}"])
+    with pytest.raises(ConfigError, match="already sets resume=true and hydra.run.dir"):
+        conventional_argv(["+model=wgan", f"ckpt_path={run}", "hydra.run.dir=elsewhere"])
+
+
+def test_ckpt_path_continues_a_run_from_the_command_line(tmp_path):
+    run = tmp_path / "run"
+    first = run_inprocess(["+model=wgan", *TINY], run)
+    assert first["status"] == "completed" and first["resumed_from"] is None
+    env_cmd = [sys.executable, "-m", "pfbench.train", "+model=wgan", *TINY, f"ckpt_path={run / 'checkpoint.pt'}"]
+    res = subprocess.run(env_cmd, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "WANDB_MODE": "offline", "MPLBACKEND": "Agg"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    again = metrics(run)
+    assert again["resumed_from"] == 3 and again["status"] == "completed"
+    assert again["metrics"]["param_error"] == pytest.approx(first["metrics"]["param_error"], rel=1e-9)
+    res = subprocess.run([sys.executable, "-m", "pfbench.train", "+model=wgan", f"ckpt_path={tmp_path}/nope"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1] == (f"pfbench: error: ckpt_path={tmp_path}/nope: no such file or "
+                                                   "directory; give an earlier run's directory or its checkpoint.pt")
 
 
 @pytest.mark.parametrize("plain", ["experiment=smoke", "experiment=gan_vs_moments_quick", "hparams_search=wgan"])
