@@ -253,6 +253,16 @@ if docker image inspect pfbench:cpu-legacy >/dev/null 2>&1; then
     note "pfbench:cpu-legacy: a short run wrote metrics.json"
 fi
 
+# Without --user, on a directory the image's uid 1000 cannot write: one line naming the fix, exit 2.
+mkdir -p "$LOG/not-writable" && chmod 755 "$LOG/not-writable"
+if [ "$(stat -c %u "$LOG/not-writable")" != 1000 ]; then
+    timeout 300 docker run --rm --init -v "$LOG/not-writable:/outputs" pfbench:cpu logger=none >"$LOG/not-writable.log" 2>&1
+    rc=$?
+    { [ "$rc" = 2 ] && [ "$(grep -c . "$LOG/not-writable.log")" = 1 ] && grep -q -- "--user" "$LOG/not-writable.log"; } \
+        || fail "an unwritable /outputs gave exit $rc and not one line naming --user" "$LOG/not-writable.log"
+    note "an unwritable /outputs without --user: exit 2, one line: $(cut -c1-110 "$LOG/not-writable.log")..."
+fi
+
 # --------------------------------------------------------------------------- 6. CUDA image
 if [ "${PFBENCH_DOCKER_CUDA:-1}" = 0 ]; then
     note "SKIPPED: the CUDA image (PFBENCH_DOCKER_CUDA=0)"

@@ -10,6 +10,7 @@ chosen model's own keys) or, failing that, from the schemas in :mod:`pfbench.con
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import traceback
 from pathlib import Path
@@ -233,6 +234,10 @@ def explain(e: BaseException, argv: list[str], task_code=None) -> str | None:
     in_task = task_code is not None and any(f.f_code is task_code for f, _ in traceback.walk_tb(e.__traceback__))
     if os_err is not None and not in_task:
         where = os_err.filename or "the output directory"
+        if Path("/.dockerenv").exists() and str(where).startswith("/outputs"):  # the images' volume
+            return (f"cannot write to {where} ({os_err.strerror or type(os_err).__name__}): the directory mounted "
+                    f"at /outputs is not writable by uid {os.getuid()}; run with --user \"$(id -u):$(id -g)\" "
+                    "(docker/README.md), or mount a named volume there")
         return (f"cannot write to {where} ({os_err.strerror or type(os_err).__name__}); choose a writable output "
                 f"directory with hydra.run.dir=... (hydra.sweep.dir=... for -m), or set PFBENCH_OUTPUT_DIR")
     return None
