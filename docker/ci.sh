@@ -135,7 +135,7 @@ fi
 
 # --------------------------------------------------------------------------- 4. wheels, local index
 TORCH=$(sed -n 's/^torch==//p' requirements.lock)
-BOOTSTRAP=$(grep -o 'pip==[^ ]* setuptools==[^ ]* wheel==[^ ]*' Makefile | head -n 1)
+BOOTSTRAP=$(sed -n 's/^BOOTSTRAP = //p' Makefile)
 WH_CPU=$CACHE/wheels-cpu
 mkdir -p "$WH_CPU"
 t0=$SECONDS
