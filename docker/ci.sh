@@ -20,10 +20,19 @@
 #      without a GPU; a short CPU run inside it. `device=cuda` needs a GPU and is not run here.
 #
 # Exit status: 0 when everything ran and passed, or when a step could not run for reasons outside the
-# project (no engine can be installed or started, no base image, wheels not reachable): those print
-# one `SKIPPED:` line saying what was not checked. 1 on a real failure (lint, build or run).
+# project (no engine can be installed or started, no base image, wheels not reachable, not enough disk
+# for the engine): those print one `SKIPPED:` line saying what was not checked. 1 on a real failure
+# (lint, build or run).
+#
+# Disk: the CPU images and their runs need about 10 GB free under the engine's root directory, the
+# CUDA image about 16 GB (peaks measured from an empty build cache: 7.6 GB and 11.3 GB). Each build
+# checks first; when space is short and the engine was started here, the build cache is pruned and the
+# check repeated. At the end the images built here (and, when the engine was started here, the build
+# cache they left) are removed, so that repeated runs do not fill the disk: PFBENCH_DOCKER_KEEP=1
+# keeps them, =0 removes them from a running engine too (its build cache as well).
 # Environment: PFBENCH_DOCKER_CACHE (wheelhouses; default ~/.cache/pfbench-docker),
-# PFBENCH_DEBIAN_MIRROR (debootstrap), PFBENCH_CUDA_INDEX_URL (where the CUDA wheels come from).
+# PFBENCH_DEBIAN_MIRROR (debootstrap), PFBENCH_CUDA_INDEX_URL (where the CUDA wheels come from),
+# PFBENCH_DOCKER_KEEP (see Disk), PFBENCH_DOCKER_NEED_CPU_GB / _NEED_CUDA_GB (the free space asked for).
 
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +45,11 @@ LOG=$(mktemp -d /tmp/pfbench-docker-ci.XXXXXX)
 DOCKERD_PID=
 SERVER_PIDS=()
 SUMMARY=()
+BUILT=()          # the image tags this run built (removed at the end unless kept)
+# Free space (GB) to ask for before building: the measured peaks (7.6 GB for both CPU builds and the
+# runs; 11.3 GB for the CUDA build, after the legacy image is removed) with a margin.
+NEED_CPU_GB=${PFBENCH_DOCKER_NEED_CPU_GB:-10}
+NEED_CUDA_GB=${PFBENCH_DOCKER_NEED_CUDA_GB:-16}
 
 say() { printf '[docker-ci %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 note() { SUMMARY+=("$*"); say "$*"; }
@@ -45,13 +59,51 @@ finish() {
 }
 skip() { note "SKIPPED: $*"; finish; exit 0; }
 fail() {
+    # A full disk is the machine's state, not the project's: say so plainly instead of failing.
+    if [ -n "${2:-}" ] && [ -f "$2" ] && grep -q -i 'no space left on device' "$2"; then
+        say "last lines of $2:"; tail -n 15 "$2"
+        skip "$1: the disk ran out (no space left on device; $(free_gb) GB free under $(docker_root) now). Free space there (e.g. \`docker builder prune\`) and run again"
+    fi
     say "FAILED: $*"
     [ -n "${2:-}" ] && [ -f "$2" ] && { say "last lines of $2:"; tail -n 40 "$2"; }
     finish
     exit 1
 }
+docker_root() { docker info -f '{{.DockerRootDir}}' 2>/dev/null || echo /var/lib/docker; }
+free_gb() {  # whole GB free on the filesystem holding the engine's root directory
+    local dir
+    dir=$(docker_root)
+    while [ ! -d "$dir" ]; do dir=$(dirname "$dir"); done
+    df -P -B1G "$dir" | awk 'NR == 2 {print $4}'
+}
+may_prune() { [ -n "$DOCKERD_PID" ] || [ "${PFBENCH_DOCKER_KEEP:-}" = 0 ]; }
+need_space() {  # need_space <GB> <what>: skip <what> (with one line) when the engine's disk is short
+    local need=$1 what=$2 have
+    have=$(free_gb)
+    if [ "$have" -lt "$need" ] && may_prune; then
+        say "$have GB free under $(docker_root), $what needs about $need GB: pruning the build cache and untagged images"
+        docker builder prune -af >/dev/null 2>&1
+        docker image prune -f >/dev/null 2>&1
+        have=$(free_gb)
+    fi
+    [ "$have" -ge "$need" ] \
+        || skip "$what NOT checked: it needs about $need GB free under $(docker_root), there are $have GB. Free space there (docker builder prune, docker image prune) and run again"
+}
+remove_built() {
+    if [ "${PFBENCH_DOCKER_KEEP:-}" = 1 ] || { [ -z "$DOCKERD_PID" ] && [ "${PFBENCH_DOCKER_KEEP:-}" != 0 ]; }; then
+        [ ${#BUILT[@]} -gt 0 ] && say "kept the images built here: ${BUILT[*]} (PFBENCH_DOCKER_KEEP=0 removes them)"
+        return 0
+    fi
+    local before
+    before=$(free_gb)
+    [ ${#BUILT[@]} -gt 0 ] && docker image rm -f "${BUILT[@]}" >/dev/null 2>&1
+    docker image prune -f >/dev/null 2>&1
+    docker builder prune -af >/dev/null 2>&1
+    say "removed the images built here (${BUILT[*]:-none}) and the build cache: $before -> $(free_gb) GB free (PFBENCH_DOCKER_KEEP=1 keeps them)"
+}
 cleanup() {
     for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    docker info >/dev/null 2>&1 && remove_built
     if [ -n "$DOCKERD_PID" ]; then
         say "stopping the dockerd started here (pid $DOCKERD_PID)"
         kill "$DOCKERD_PID" 2>/dev/null
@@ -170,6 +222,7 @@ docker run --rm --network host "$BASE" python3 -c "import sys, urllib.request; u
 build() {  # build <tag> <Dockerfile> <builder: buildkit|legacy> <index url> [extra build args...]
     local tag=$1 file=$2 builder=$3 url=$4 cli t0
     shift 4
+    BUILT+=("$tag")
     if [ "$builder" = buildkit ]; then cli=$BUILDKIT_CLI; export DOCKER_BUILDKIT=1; else cli=docker; export DOCKER_BUILDKIT=0; fi
     t0=$SECONDS
     timeout 2400 "$cli" build --network host --build-arg BASE_IMAGE="$BASE" --build-arg PIP_INDEX_URL="$url" \
@@ -179,6 +232,7 @@ build() {  # build <tag> <Dockerfile> <builder: buildkit|legacy> <index url> [ex
     note "built $tag from $file with $builder in $((SECONDS - t0)) s: $(mb "$tag")"
 }
 
+need_space "$NEED_CPU_GB" "the CPU image (build and runs)"
 if [ -n "$BUILDKIT_CLI" ]; then
     build pfbench:cpu docker/Dockerfile buildkit "$CPU_URL" --build-arg PIP_EXTRA_INDEX_URL=
     build pfbench:cpu-legacy docker/Dockerfile legacy "$CPU_URL" --build-arg PIP_EXTRA_INDEX_URL=
@@ -251,6 +305,7 @@ if docker image inspect pfbench:cpu-legacy >/dev/null 2>&1; then
         hydra.run.dir=/outputs/legacy >"$LOG/legacy.log" 2>&1 || fail "a run in pfbench:cpu-legacy failed" "$LOG/legacy.log"
     [ -s "$OUT/legacy/metrics.json" ] || fail "the run in pfbench:cpu-legacy wrote no metrics.json" "$LOG/legacy.log"
     note "pfbench:cpu-legacy: a short run wrote metrics.json"
+    docker image rm pfbench:cpu-legacy >/dev/null 2>&1  # done with it: its ~4 GB of layers go now
 fi
 
 # Without --user, on a directory the image's uid 1000 cannot write: one line naming the fix, exit 2.
@@ -282,6 +337,7 @@ env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT PIP_CONFIG_FILE=/
 ls "$WH_CUDA"/torch-"$TORCH"-*.whl >/dev/null 2>&1 \
     || skip "the CUDA image was NOT built: no torch-$TORCH (CUDA) wheel came from ${PFBENCH_CUDA_INDEX_URL:-https://pypi.org/simple}"
 note "CUDA wheels: $(du -sh "$WH_CUDA" | cut -f1) in $WH_CUDA ($((SECONDS - t0)) s)"
+need_space "$NEED_CUDA_GB" "the CUDA image"
 serve "$WH_CUDA" "$WH_CPU" --exclude "torch-*+cpu-*"
 if [ -n "$BUILDKIT_CLI" ]; then cuda_builder=buildkit; else cuda_builder=legacy; fi
 build pfbench:cuda docker/Dockerfile.cuda "$cuda_builder" "$URL"
@@ -294,5 +350,4 @@ drun pfbench:cuda +model=wgan model.train.steps=50 eval=fast logger=none progres
     hydra.run.dir=/outputs/cuda-cpu >"$LOG/cuda-run.log" 2>&1 || fail "a CPU run in pfbench:cuda failed" "$LOG/cuda-run.log"
 [ -s "$OUT/cuda-cpu/metrics.json" ] || fail "the run in pfbench:cuda wrote no metrics.json" "$LOG/cuda-run.log"
 note "pfbench:cuda: a short device=cpu run wrote metrics.json; device=cuda needs a GPU and was NOT run here"
-docker image prune -f >/dev/null 2>&1  # the untagged images earlier runs' tags left behind
 finish
