@@ -27,9 +27,9 @@
 # Disk: the CPU images and their runs need about 10 GB free under the engine's root directory, the
 # CUDA image about 16 GB (peaks measured from an empty build cache: 7.6 GB and 11.3 GB). Each build
 # checks first; when space is short and the engine was started here, the build cache is pruned and the
-# check repeated. At the end the images built here (and, when the engine was started here, the build
-# cache they left) are removed, so that repeated runs do not fill the disk: PFBENCH_DOCKER_KEEP=1
-# keeps them, =0 removes them from a running engine too (its build cache as well).
+# check repeated. When the engine was started here (CI), the images built here and the build cache are
+# removed at the end, so that repeated runs do not fill the disk; a running engine keeps them (only the
+# untagged layers of re-used tags go). PFBENCH_DOCKER_KEEP=1 keeps everything, =0 removes them always.
 # Environment: PFBENCH_DOCKER_CACHE (wheelhouses; default ~/.cache/pfbench-docker),
 # PFBENCH_DEBIAN_MIRROR (debootstrap), PFBENCH_CUDA_INDEX_URL (where the CUDA wheels come from),
 # PFBENCH_DOCKER_KEEP (see Disk), PFBENCH_DOCKER_NEED_CPU_GB / _NEED_CUDA_GB (the free space asked for).
@@ -46,6 +46,7 @@ DOCKERD_PID=
 SERVER_PIDS=()
 SUMMARY=()
 BUILT=()          # the image tags this run built (removed at the end unless kept)
+DOCKER_ROOT=/var/lib/docker  # the engine's root directory, read from the engine once it answers
 # Free space (GB) to ask for before building: the measured peaks (7.6 GB for both CPU builds and the
 # runs; 11.3 GB for the CUDA build, after the legacy image is removed) with a margin.
 NEED_CPU_GB=${PFBENCH_DOCKER_NEED_CPU_GB:-10}
@@ -62,44 +63,50 @@ fail() {
     # A full disk is the machine's state, not the project's: say so plainly instead of failing.
     if [ -n "${2:-}" ] && [ -f "$2" ] && grep -q -i 'no space left on device' "$2"; then
         say "last lines of $2:"; tail -n 15 "$2"
-        skip "$1: the disk ran out (no space left on device; $(free_gb) GB free under $(docker_root) now). Free space there (e.g. \`docker builder prune\`) and run again"
+        skip "$1: the disk ran out (no space left on device; $(free_gb) GB free under $DOCKER_ROOT now). Free space there (e.g. \`docker builder prune\`) and run again"
     fi
     say "FAILED: $*"
     [ -n "${2:-}" ] && [ -f "$2" ] && { say "last lines of $2:"; tail -n 40 "$2"; }
     finish
     exit 1
 }
-docker_root() { docker info -f '{{.DockerRootDir}}' 2>/dev/null || echo /var/lib/docker; }
 free_gb() {  # whole GB free on the filesystem holding the engine's root directory
-    local dir
-    dir=$(docker_root)
+    local dir=$DOCKER_ROOT
     while [ ! -d "$dir" ]; do dir=$(dirname "$dir"); done
     df -P -B1G "$dir" | awk 'NR == 2 {print $4}'
 }
-may_prune() { [ -n "$DOCKERD_PID" ] || [ "${PFBENCH_DOCKER_KEEP:-}" = 0 ]; }
+# May this run clear the engine's build cache and its own images? Yes when it started the engine
+# (CI), or when asked to (PFBENCH_DOCKER_KEEP=0); never when PFBENCH_DOCKER_KEEP=1.
+may_prune() {
+    [ "${PFBENCH_DOCKER_KEEP:-}" != 1 ] && { [ -n "$DOCKERD_PID" ] || [ "${PFBENCH_DOCKER_KEEP:-}" = 0 ]; }
+}
+prune() {  # the build cache and untagged images (earlier builds' layers under a re-used tag)
+    docker builder prune -af >/dev/null 2>&1
+    docker image prune -f >/dev/null 2>&1
+}
 need_space() {  # need_space <GB> <what>: skip <what> (with one line) when the engine's disk is short
     local need=$1 what=$2 have
     have=$(free_gb)
     if [ "$have" -lt "$need" ] && may_prune; then
-        say "$have GB free under $(docker_root), $what needs about $need GB: pruning the build cache and untagged images"
-        docker builder prune -af >/dev/null 2>&1
-        docker image prune -f >/dev/null 2>&1
+        say "$have GB free under $DOCKER_ROOT, $what needs about $need GB: pruning the build cache and untagged images"
+        prune
         have=$(free_gb)
     fi
     [ "$have" -ge "$need" ] \
-        || skip "$what NOT checked: it needs about $need GB free under $(docker_root), there are $have GB. Free space there (docker builder prune, docker image prune) and run again"
+        || skip "$what NOT checked: it needs about $need GB free under $DOCKER_ROOT, there are $have GB. Free space there (docker builder prune, docker image prune) and run again"
 }
 remove_built() {
-    if [ "${PFBENCH_DOCKER_KEEP:-}" = 1 ] || { [ -z "$DOCKERD_PID" ] && [ "${PFBENCH_DOCKER_KEEP:-}" != 0 ]; }; then
-        [ ${#BUILT[@]} -gt 0 ] && say "kept the images built here: ${BUILT[*]} (PFBENCH_DOCKER_KEEP=0 removes them)"
+    local tag tags=() before
+    for tag in "${BUILT[@]}"; do docker image inspect "$tag" >/dev/null 2>&1 && tags+=("$tag"); done
+    if ! may_prune; then
+        docker image prune -f >/dev/null 2>&1  # only the untagged layers the re-used tags left behind
+        [ ${#tags[@]} -gt 0 ] && say "kept the images built here: ${tags[*]} (PFBENCH_DOCKER_KEEP=0 removes them)"
         return 0
     fi
-    local before
     before=$(free_gb)
-    [ ${#BUILT[@]} -gt 0 ] && docker image rm -f "${BUILT[@]}" >/dev/null 2>&1
-    docker image prune -f >/dev/null 2>&1
-    docker builder prune -af >/dev/null 2>&1
-    say "removed the images built here (${BUILT[*]:-none}) and the build cache: $before -> $(free_gb) GB free (PFBENCH_DOCKER_KEEP=1 keeps them)"
+    [ ${#tags[@]} -gt 0 ] && docker image rm -f "${tags[@]}" >/dev/null 2>&1
+    prune
+    say "removed the images built here (${tags[*]:-none}) and the build cache: $before -> $(free_gb) GB free (PFBENCH_DOCKER_KEEP=1 keeps them)"
 }
 cleanup() {
     for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
@@ -143,6 +150,7 @@ else
     done
     docker info >/dev/null 2>&1 || skip "dockerd did not answer within 60 s: $(tail -n 1 "$LOG/dockerd.log")"
 fi
+DOCKER_ROOT=$(docker info -f '{{.DockerRootDir}}' 2>/dev/null || echo "$DOCKER_ROOT")
 note "engine: $(docker version --format 'server {{.Server.Version}}, client {{.Client.Version}}' 2>/dev/null)"
 
 # Which CLI builds with BuildKit: one with the buildx plugin, or a client older than 23 (whose
