@@ -385,8 +385,13 @@ def poly_samples(r: int, d: int, w: int, L: int, n: int, seeds: int, init: str) 
             "oracle_converged": int(sum(row["oracle_converged"] for row in rows)), "rows": rows}
 
 
-def polynomial_section(res: dict) -> None:
-    warnings.simplefilter("ignore", UserWarning)  # fits report through info_; the table shows the flags
+def loglog_slope(recs: list[dict], key: str) -> float:
+    """Least-squares slope of log(median[key]) against log(n) over the records."""
+    ns = np.array([rec["n"] for rec in recs], dtype=float)
+    return float(np.polyfit(np.log(ns), np.log([rec["median"][key] for rec in recs]), 1)[0])
+
+
+def polynomial_section(res: dict) -> None:  # (main() has silenced UserWarning: fits report through info_)
     r, d = 3, 30
     pop_seeds = args.poly_pop_seeds or (5 if args.quick else 20)
     seeds = args.poly_seeds or (3 if args.quick else 10)
@@ -430,10 +435,8 @@ def polynomial_section(res: dict) -> None:
               f"of {k} |", flush=True)
     alg = [rec for rec in res["poly_samples"] if rec["init"] == "auto"]
     if len(alg) >= 2:
-        ns = np.array([rec["n"] for rec in alg], dtype=float)
-        res["poly_slope_error"] = float(np.polyfit(np.log(ns), np.log([rec["median"]["error"] for rec in alg]), 1)[0])
-        res["poly_slope_oracle"] = float(np.polyfit(np.log(ns), np.log([rec["median"]["oracle"] for rec in alg]),
-                                                    1)[0])
+        res["poly_slope_error"] = loglog_slope(alg, "error")
+        res["poly_slope_oracle"] = loglog_slope(alg, "oracle")
         print(f"\nlog-log slope of median error vs n (w = 3, L = 2): {res['poly_slope_error']:.3f} "
               f"(oracle {res['poly_slope_oracle']:.3f})", flush=True)
 
@@ -451,11 +454,7 @@ def main() -> None:
         res = {"threads": args.threads, "load_start": load()}
         print(f"threads={args.threads}  load average {res['load_start']}", flush=True)
         sos_report(res)
-        res["load_end"] = load()
-        print(f"load average at the end: {res['load_end']}")
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(res, f, indent=1)
+        finish(res)
         return
     warnings.simplefilter("ignore", UserWarning)
     seeds = args.seeds or (3 if args.quick else 5)
@@ -510,9 +509,8 @@ def main() -> None:
               f"{rec['max_ratio']:.4f} | {m['spectral']:.3f} | {m['fit_s']:.2f}, {rec['max_fit_s']:.2f} "
               f"| {m['moments_s']:.3f} | {rec['all_converged']} |", flush=True)
     r5 = [rec for rec in res["recovery"] if rec["r"] == 5]
-    ns = np.array([rec["n"] for rec in r5], dtype=float)
-    res["slope_error"] = float(np.polyfit(np.log(ns), np.log([rec["median"]["error"] for rec in r5]), 1)[0])
-    res["slope_oracle"] = float(np.polyfit(np.log(ns), np.log([rec["median"]["oracle"] for rec in r5]), 1)[0])
+    res["slope_error"] = loglog_slope(r5, "error")
+    res["slope_oracle"] = loglog_slope(r5, "oracle")
     print(f"\nlog-log slope of median error vs n (r=5, d=20): {res['slope_error']:.3f} "
           f"(oracle {res['slope_oracle']:.3f})", flush=True)
 

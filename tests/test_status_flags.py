@@ -55,13 +55,13 @@ def test_relu_sgd_status_reaches_metrics(tmp_path):
     assert rec["status"] == "completed" and rec["reason"] is None
 
 
-def _poly(r, d, w, L, n, seed, restarts=3, init="random"):
+def _poly(r, d, w, L, n, seed, restarts=3):
     # init=random: the random-restart path, whose local minima these status flags must catch (the
     # algebraic start of init=auto avoids them, see tests/test_recovery_polynomial.py)
     truth = make_instance("polynomial", r, d, degree=w, rank=L, generator=torch_generator(seed, "instance"))
     x = truth.sample_batched(n, torch_generator(seed, "train")).numpy()
     est = PolynomialMomentEstimator(latent_dim=r, out_dim=d, degree=w, rank=L, seed=seed, restarts=restarts,
-                                    init=init)
+                                    init="random")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the estimator's own warning repeats info_["warning"]
         est.fit(x)

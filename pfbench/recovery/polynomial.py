@@ -74,7 +74,7 @@ import torch
 from pfbench import ConfigError
 from pfbench.families.base import Pushforward
 from pfbench.families.polynomial import LowRankPolynomialPushforward
-from pfbench.recovery.moments import DEFAULT_CHUNK, MomentSummary, iter_chunks, moment_summary
+from pfbench.recovery.moments import DEFAULT_CHUNK, MomentSummary, contract_modes, iter_chunks, moment_summary
 from pfbench.recovery.optim import levenberg_marquardt
 from pfbench.seeding import numpy_generator, torch_generator
 
@@ -279,6 +279,13 @@ class PolynomialMoments:
 #: D(D-1)/2-square Gram matrix (about 0.1 GB and seconds at D = 60; r = 3 up to w = 8, r = 4 up to
 #: w = 5, r = 5 and 6 at w = 3).
 MAX_ALGEBRAIC_DIM = 60
+
+
+def spans_sym_power(cov_eigvals: np.ndarray, D: int) -> bool:
+    """Whether the covariance (eigenvalues in decreasing order) has numerical rank >= D, as the
+    algebraic start needs (the output tensors span Sym^w); fit() and population_summary() skip the
+    fourth-order statistics (only that start reads them) when it fails."""
+    return len(cov_eigvals) >= D and bool(cov_eigvals[D - 1] > 1e-10 * max(cov_eigvals[0], 1e-300))
 #: The stabilizer of the observed fourth-order tensor is accepted when the k-th smallest Gram
 #: eigenvalue (k = r(r-1)/2) is below this fraction of the (k+1)-th. The ratio depends on the sample of
 #: z only (the statistic is O(D)-equivariant), not on the instance. Measured, r = 3, w = 3, weighted
@@ -322,13 +329,6 @@ def _gauss_moments_1d(nmax: int) -> np.ndarray:
     for n in range(2, nmax + 1, 2):
         out[n] = out[n - 2] * (n - 1)
     return out
-
-
-def _contract(T: np.ndarray, M: np.ndarray) -> np.ndarray:
-    """M applied on every mode of T: out[i, j, ...] = sum M[i, a] M[j, b] ... T[a, b, ...]."""
-    for _ in range(T.ndim):
-        T = np.tensordot(T, M, axes=([0], [1]))  # the contracted mode moves to the end: p steps cycle back
-    return T
 
 
 def _central(m1: np.ndarray, m2: np.ndarray, m3: np.ndarray, m4: np.ndarray):
@@ -397,7 +397,7 @@ class SymPowerFeatures:
     f(U g) = rho(U) f(g). Attributes (all numpy float64):
 
     - ``exps`` (D, r), ``sqmult`` (D,), ``basis`` (r^w, D) the e_alpha as columns;
-    - ``mean`` (D,), ``cov`` (D, D) = Cov f (it commutes with rho), ``cov_half``, ``cov_ihalf``;
+    - ``cov`` (D, D) = Cov f (it commutes with rho), ``cov_ihalf`` = its inverse square root;
     - ``third``, ``fourth``: third central moment and fourth cumulant of f (raw coordinates);
     - ``K3``, ``K4``: those of z = cov^-1/2 (f - mean) (the whitened reference);
     - ``generators``: rho_*(L_i) for the basis L_i of so(r) (:func:`_so_basis`), skew (D, D);
@@ -441,15 +441,13 @@ class SymPowerFeatures:
         for a in range(D):
             # E[f_a f_b f_c f_e] = sqrt-multiplicities times prod_k E g_k^(alpha_a + alpha_b + alpha_c + alpha_e)_k
             m4[a] = sq[a] * sq3 * np.prod(gm[exps[a] + E3], axis=-1)
-        self.mean = m1
         self.cov, self.third, self.fourth = _central(m1, m2, m3, m4)
         ev, vec = np.linalg.eigh(self.cov)
         if ev.min() <= 1e-12 * ev.max():
             raise ConfigError(f"Sym^{w}(R^{r}) features are degenerate (smallest covariance eigenvalue {ev.min():.3g})")
-        self.cov_half = (vec * np.sqrt(ev)) @ vec.T
         self.cov_ihalf = (vec / np.sqrt(ev)) @ vec.T
-        self.K3 = _contract(self.third, self.cov_ihalf)
-        self.K4 = _contract(self.fourth, self.cov_ihalf)
+        self.K3 = contract_modes(self.third, self.cov_ihalf)
+        self.K4 = contract_modes(self.fourth, self.cov_ihalf)
 
         self.so_basis = _so_basis(r)
         self.generators = [self._rho_star(X) for X in self.so_basis]
@@ -592,7 +590,7 @@ def latent_rotation(feat: SymPowerFeatures, T: np.ndarray, K4: np.ndarray, K3: n
     tried = []  # (misfit, Q)
     for Q0 in Q0s:
         W = Q0 @ Vall
-        refs = [(_contract(Kr, Vall.T), _contract(Ko, W.T), float(np.sum(Ko * Ko))) for Kr, Ko in stats]
+        refs = [(contract_modes(Kr, Vall.T), contract_modes(Ko, W.T), float(np.sum(Ko * Ko))) for Kr, Ko in stats]
         patterns = itertools.product([1.0, -1.0], repeat=len(comps_ref)) if phi_comps is not None else [()]
         for pat in patterns:
             eps = np.asarray(pat)[owner] if pat else np.ones(D)
@@ -680,14 +678,14 @@ def _jennrich(S: np.ndarray, L: int, rng: np.random.Generator) -> np.ndarray:
     return (V / np.clip(np.linalg.norm(V, axis=0), 1e-300, None)).T
 
 
-def decompose_outputs(s: np.ndarray, feat: SymPowerFeatures, L: int, rng: np.random.Generator,
-                      n_random: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def decompose_outputs(s: np.ndarray, feat: SymPowerFeatures, L: int,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(lam (d, L), v (d, L, r)) with sum_l lam_al v_al^(x)w closest to the tensor with coordinates s_a.
 
     Candidates per output, each polished by :func:`_tensor_fit`, the closest kept: for w >= 3 and
     L <= r two Jennrich decompositions (exact and unique for independent v_al: Kruskal) and
-    ``n_random`` (default 2) random starts; for L > r (the split is then a local fit; the tensor S_a
-    itself is what the moments determine) 4 L random starts by default; for w = 2 the top-L
+    two random starts; for L > r (the split is then a local fit; the tensor S_a
+    itself is what the moments determine) 4 L random starts; for w = 2 the top-L
     eigenpairs; for w = 1, v_a1 = s_a and zero further terms. Returns also the relative residual
     per output, ||S_a - fit|| / ||S_a||.
     """
@@ -722,7 +720,7 @@ def decompose_outputs(s: np.ndarray, feat: SymPowerFeatures, L: int, rng: np.ran
                 v = np.stack([_jennrich(dense[a], L, rng) for a in range(d)])
                 lam = np.stack([coeffs_ls(v[a], s[a]) for a in range(d)])
                 cands_lam.append(lam), cands_v.append(v)
-    n_rand = (2 if L <= r else 4 * L) if n_random is None else int(n_random)
+    n_rand = 2 if L <= r else 4 * L
     if w >= 3:
         for _ in range(n_rand):
             v = rng.standard_normal((d, L, r)) / math.sqrt(r)
@@ -891,7 +889,7 @@ class PolynomialMomentEstimator:
         plan = self._plans_algebraic()
         D = sym_power_dim(int(self.latent_dim), int(self.degree))
         s = moment_summary(X, d if self._use_third() else (D if plan else 1), chunk=int(self.chunk))
-        if plan and s.cov_eigvals[D - 1] > 1e-12 * max(s.cov_eigvals[0], 1e-300):
+        if plan and spans_sym_power(s.cov_eigvals, D):
             k4, kw = fourth_order_statistics(X, s.mean, s.basis[:, :D], s.cov_eigvals[:D], chunk=int(self.chunk))
             s = PolynomialMomentSummary(**{f.name: getattr(s, f.name) for f in fields(MomentSummary)},
                                         fourth=k4, fourth_weighted=kw)
@@ -926,7 +924,7 @@ class PolynomialMomentEstimator:
             U = s.basis
             if U.shape[1] != d:
                 raise ConfigError(f"the third cumulant is needed in all {d} directions, got {U.shape[1]}")
-            k3 = _contract(s.third, U)  # back to x coordinates; tensordots, O(d^4), not a d^6 einsum
+            k3 = contract_modes(s.third, U)  # back to x coordinates; tensordots, O(d^4), not a d^6 einsum
             tri = np.array(list(itertools.combinations_with_replacement(range(d), 3))).T
             # multiplicity of (i <= j <= k) among the d^3 entries: 6, 3 or 1
             counts = [np.unique(t, return_counts=True)[1] for t in tri.T]
@@ -1023,14 +1021,14 @@ class PolynomialMomentEstimator:
             raise AlgebraicStartError(why)
         feat = sym_power_features(r, w)
         D = feat.dim
+        ev = np.asarray(s.cov_eigvals[:D], dtype=np.float64)
+        if not spans_sym_power(s.cov_eigvals, D):
+            raise AlgebraicStartError(f"the covariance has numerical rank < D = {D} (eigenvalue ratio "
+                                      f"{ev[-1] / max(ev[0], 1e-300):.2g}): the output tensors do not span Sym^{w}")
         fourth = getattr(s, "fourth", None)
         if fourth is None or fourth.shape != (D,) * 4 or s.basis.shape[1] < D:
             raise AlgebraicStartError(f"the moment summary has no fourth-order statistics in D = {D} directions "
                                       "(PolynomialMomentSummary, from fit() or population_summary())")
-        ev = np.asarray(s.cov_eigvals[:D], dtype=np.float64)
-        if not ev[-1] > 1e-10 * ev[0]:
-            raise AlgebraicStartError(f"the covariance has numerical rank < D = {D} (eigenvalue ratio "
-                                      f"{ev[-1] / max(ev[0], 1e-300):.2g}): the output tensors do not span Sym^{w}")
         K3 = None
         if w % 2 == 0 and s.third.shape[0] >= D:
             iw = 1.0 / np.sqrt(ev)
@@ -1224,14 +1222,14 @@ def population_summary(lam: Any, v: Any, degree: int) -> PolynomialMomentSummary
     evals, vecs = np.linalg.eigh(cov)
     order = np.argsort(evals)[::-1]
     U = np.ascontiguousarray(vecs[:, order])
-    third = _contract(k3.numpy(), U.T)  # O(d^4) tensordots, not a d^6 einsum
+    third = contract_modes(k3.numpy(), U.T)  # O(d^4) tensordots, not a d^6 einsum
     evals = evals[order]
     d, _, r = v_t.shape
     D = sym_power_dim(r, int(degree))
     fourth = None
-    if D <= min(d, MAX_ALGEBRAIC_DIM) and evals[D - 1] > 1e-12 * max(evals[0], 1e-300):
+    if D <= MAX_ALGEBRAIC_DIM and spans_sym_power(evals, D):
         feat = sym_power_features(int(r), int(degree))
         M = (U[:, :D] / np.sqrt(evals[:D])).T @ feat.coefficients(lam_t.numpy(), v_t.numpy())
-        fourth = _contract(feat.fourth, M)
+        fourth = contract_modes(feat.fourth, M)
     return PolynomialMomentSummary(n=math.inf, mean=mean.numpy(), cov=cov, basis=U, cov_eigvals=evals,
                                    third=third, fourth=fourth)

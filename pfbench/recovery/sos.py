@@ -87,7 +87,13 @@ import torch
 from pfbench import ConfigError
 from pfbench.families.base import Pushforward
 from pfbench.families.quadratic import QuadraticPushforward
-from pfbench.recovery.moments import DEFAULT_CHUNK, MomentSummary, mean_cov, third_moment_projected
+from pfbench.recovery.moments import (
+    DEFAULT_CHUNK,
+    MomentSummary,
+    contract_modes,
+    mean_cov,
+    third_moment_projected,
+)
 from pfbench.recovery.quadratic_moments import check_identifiable
 
 Poly = dict[tuple[int, ...], float]  # monomial (sorted variable indices, with repeats) -> coefficient
@@ -431,15 +437,16 @@ class Program:
 
     builder: _Builder
     blocks: list[list[tuple[int, ...]]]  # monomial bases, the invariant block first
+    grams: list[sp.csr_matrix]  # per block, y -> its moment matrix (column-major), builder.gram(basis)
     by_pair: dict[tuple[int, int], list[int]]  # the variables of each off-diagonal position (i, j)
     A_res: sp.csr_matrix  # residual rows: the objective is ||A_res y||
     r: int
 
     def block_matrices(self, y: np.ndarray) -> list[np.ndarray]:
         out = []
-        for basis in self.blocks:
+        for basis, gram in zip(self.blocks, self.grams):
             R = len(basis)
-            m = (self.builder.gram(basis) @ y).reshape(R, R, order="F")
+            m = (gram @ y).reshape(R, R, order="F")
             out.append(0.5 * (m + m.T))
         return out
 
@@ -471,7 +478,8 @@ def build_program(fr: Frame, G: np.ndarray, T: np.ndarray, r: int) -> Program:
     for f, scale in _identities(q, G, T, r):
         for p in inv_mult[min(4 - max(len(mo) for mo in f), 2)]:
             resid.append({tuple(sorted(mo + p)): scale * c for mo, c in f.items()})
-    return Program(builder=b, blocks=[blocks[0]] + [v for m, v in blocks.items() if m], by_pair=by_pair,
+    bases = [blocks[0]] + [v for m, v in blocks.items() if m]
+    return Program(builder=b, blocks=bases, grams=[b.gram(basis) for basis in bases], by_pair=by_pair,
                    A_res=b.matrix(resid), r=r)
 
 
@@ -493,7 +501,7 @@ def sos_recover(mean: np.ndarray, G: np.ndarray, T: np.ndarray, r: int, *, solve
     solver = solver.upper()
     t0 = time.perf_counter()
     fr = choose_frame(mean, G, T, r, seed=seed)
-    prog = build_program(fr, fr.W @ G @ fr.W.T, np.einsum("abc,ia,jb,kc->ijk", T, fr.W, fr.W, fr.W), r)
+    prog = build_program(fr, fr.W @ G @ fr.W.T, contract_modes(T, fr.W), r)
     b, A_res = prog.builder, prog.A_res
     rec: dict[str, Any] = {"solver": solver, "frame": fr, "program": prog, "iterations": 0}
     if A_res.shape[0] == 0:  # r = 1: the frame is the answer
@@ -503,9 +511,9 @@ def sos_recover(mean: np.ndarray, G: np.ndarray, T: np.ndarray, r: int, *, solve
     else:
         y = cp.Variable(len(b.mono))
         cons = [y[b.index[()]] == 1.0]
-        for basis in prog.blocks:
+        for basis, gram in zip(prog.blocks, prog.grams):
             R = len(basis)
-            cons.append(cp.reshape(b.gram(basis) @ y, (R, R), order="F") >> 0)
+            cons.append(cp.reshape(gram @ y, (R, R), order="F") >> 0)
         problem = cp.Problem(cp.Minimize(cp.norm(A_res @ y, 2)), cons)
         t1 = time.perf_counter()
         opts: dict[str, Any] = {}
@@ -636,7 +644,7 @@ class SoSQuadraticEstimator:
         U = s.basis
         if U.shape != (d, d):
             raise ConfigError(f"SoS needs the full third cumulant: basis of shape ({d}, {d}), got {U.shape}")
-        T = np.einsum("ijk,ai,bj,ck->abc", s.third, U, U, U) / 8.0
+        T = contract_modes(s.third, U) / 8.0
         solver = str(self.solver).upper()
         eps = float(self.eps) if self.eps is not None else DEFAULT_EPS[solver]
         Qh, rec = sos_recover(s.mean, s.cov / 2.0, T, r, solver=solver, eps=eps,
