@@ -193,12 +193,7 @@ def method_label(rec: dict) -> str:
     """wgan, wgan-gp, jsgan-minimax, jsgan-nonsat, vae, moments, ...; ``-tuned`` marks tuned
     hyperparameters and ``+mlp`` a generic MLP generator."""
     name = base_label(rec.get("method") or "?", rec.get("loss"))
-    if name.endswith("-tuned"):
-        name = name[: -len("-tuned")]
-        tuned = True
-    else:
-        tuned = bool(rec.get("tuned"))
-    if tuned:
+    if rec.get("tuned") and not name.endswith("-tuned"):
         name += "-tuned"
     if rec.get("generator") == "mlp":
         name += "+mlp"
@@ -620,11 +615,16 @@ def _signed(x: float) -> str:
     return ("+" if x > 0 else "") + sig3(x)
 
 
+def _k_of_n(k: int, n: int) -> str:
+    """`` [k/N]`` when only k of the N runs are usable, else ''."""
+    return f" [{k}/{n}]" if k < n else ""
+
+
 def stat_cell(values: list[float], n_all: int) -> str:
     """``median (mean ± 95% t half-width)`` over the usable runs, ``[k/N]`` when only k of the N runs are usable."""
     if not values:
         return f"– [0/{n_all}]"
-    return summary(values) + (f" [{len(values)}/{n_all}]" if len(values) < n_all else "")
+    return summary(values) + _k_of_n(len(values), n_all)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -639,8 +639,9 @@ class Table(NamedTuple):
     rules: tuple[int, ...] = ()  # rows a LaTeX \midrule goes before (the reference rows, the noise floors)
 
 
-def _first_rule(rows: list[list[str]], is_backdrop: Callable[[str], bool]) -> tuple[int, ...]:
-    i = next((i for i, r in enumerate(rows) if is_backdrop(r[0])), None)
+def _first_rule(rows: list[list[str]]) -> tuple[int, ...]:
+    """The \\midrule before the first reference row (:func:`_row_name`), unless it is the first row."""
+    i = next((i for i, r in enumerate(rows) if r[0].endswith(_REFERENCE_MARK)), None)
     return () if i is None or i == 0 else (i,)
 
 
@@ -719,8 +720,11 @@ def _unknown_n(cells: dict[tuple[str, Any], list[dict]]) -> Exclusions:
     return exc
 
 
+_REFERENCE_MARK = "(reference)"  # ends a reference method's row name; _first_rule finds it
+
+
 def _row_name(label: str) -> str:
-    return f"{label} (reference)" if is_reference(label) else label
+    return f"{label} {_REFERENCE_MARK}" if is_reference(label) else label
 
 
 def budget_table(cells: dict[tuple[str, Any], list[dict]], budgets: list[int],
@@ -756,7 +760,7 @@ def budget_table(cells: dict[tuple[str, Any], list[dict]], budgets: list[int],
                 row.append(cell)
             rows.append(row)
     head = ["method", "B (steps)", *(f"n = {_fmt_n(n)}" for n in ns)]
-    return Table(head, rows, left=2, rules=_first_rule(rows, lambda c: c.endswith("(reference)"))), exc
+    return Table(head, rows, left=2, rules=_first_rule(rows)), exc
 
 
 CHECKPOINTS = (("final", "metrics.param_error"), ("selected (whole run)", "metrics_selected.param_error"),
@@ -788,7 +792,7 @@ def checkpoint_table(cells: dict[tuple[str, Any], list[dict]]) -> tuple[Table, E
             if any_counted:
                 rows.append([_row_name(label), name, *vals_row])
     table = Table(["method", "checkpoint", *(f"n = {_fmt_n(n)}" for n in ns)], rows, left=2,
-                  rules=_first_rule(rows, lambda c: c.endswith("(reference)")))
+                  rules=_first_rule(rows))
     return table, exc
 
 
@@ -804,8 +808,7 @@ def rank_corr_table(cells: dict[tuple[str, Any], list[dict]]) -> Table | None:
         for s in STATISTICS:
             rho = [x for x in (_num(r.get(f"selection.rank_corr_with_param_error.{s}")) for r in runs)
                    if x is not None]
-            vals.append((_signed(float(np.median(rho))) + (f" [{len(rho)}/{len(runs)}]" if len(rho) < len(runs)
-                                                            else "")) if rho else f"– [0/{len(runs)}]")
+            vals.append(_signed(float(np.median(rho))) + _k_of_n(len(rho), len(runs)) if rho else f"– [0/{len(runs)}]")
         if any(not v.startswith("–") for v in vals):
             rows.append([label, *vals])
     return Table(["method", *STATISTICS], rows) if rows else None
@@ -857,7 +860,7 @@ def family_table(cells: dict[tuple[str, Any], list[dict]]) -> Table | None:
             floor_rows.append(["noise floor (true vs true)", _fmt_n(n), "", "", *vals, ""])
     if len(floor_rows) > 1 and len({tuple(r[4:]) for r in floor_rows}) == 1:  # the same at every n_train
         floor_rows = [[floor_rows[0][0], "all", *floor_rows[0][2:]]]
-    rules = _first_rule(rows, lambda c: c.endswith("(reference)"))
+    rules = _first_rule(rows)
     if floor_rows:
         rules += (len(rows),)
     return Table(cols, rows + floor_rows, left=2, rules=rules)
@@ -898,7 +901,7 @@ def verdict_table(cells: dict[tuple[str, Any], list[dict]]) -> Table | None:
             rows.append(vals)
     if not rows:
         return None
-    return Table(cols, rows, left=2, rules=_first_rule(rows, lambda c: c.endswith("(reference)")))
+    return Table(cols, rows, left=2, rules=_first_rule(rows))
 
 
 def _fit_time(r: dict) -> float | None:
@@ -950,7 +953,7 @@ def _headline_cell(runs: list[dict], budget: int | None, statistic: str | None, 
     s = summary(vals)
     if with_time:
         s += f" · {_fmt_s(float(np.median(times)) if times else None)}"
-    return s + (f" [{len(vals)}/{len(runs)}]" if len(vals) < len(runs) else "")
+    return s + _k_of_n(len(vals), len(runs))
 
 
 class Headline(NamedTuple):
@@ -969,10 +972,9 @@ def headline_tables(rows: list[dict], budgets: list[int] | None = None, family: 
         return Headline(None, None, None)
     labels = sorted({lb for (lb, n) in cells if n is not None}, key=lambda lb: _label_sort(cells, lb))
     top = max(budgets) if budgets else None
-    ref = lambda c: c.endswith("(reference)")  # noqa: E731
     body = [[_row_name(label), *(_headline_cell(cells.get((label, n), []), top, statistic)
                                  if cells.get((label, n)) else "" for n in ns)] for label in labels]
-    by_n = Table(["method", *(f"n = {_fmt_n(n)}" for n in ns)], body, rules=_first_rule(body, ref))
+    by_n = Table(["method", *(f"n = {_fmt_n(n)}" for n in ns)], body, rules=_first_rule(body))
     if len(budgets) <= 1:
         return Headline(by_n, None, None)
     dn = detail_n if any(_num(n) == _num(detail_n) for n in ns) else ns[len(ns) // 2]
@@ -984,14 +986,13 @@ def headline_tables(rows: list[dict], budgets: list[int] | None = None, family: 
             est = any(is_estimator(r) for r in runs)
             body.append([_row_name(label), *("″" if est and i else _headline_cell(runs, b, statistic, with_time=est)
                                              for i, b in enumerate(budgets))])
-    return Headline(by_n, dn, Table(["method", *(f"B = {b:,}" for b in budgets)], body, rules=_first_rule(body, ref)))
+    return Headline(by_n, dn, Table(["method", *(f"B = {b:,}" for b in budgets)], body, rules=_first_rule(body)))
 
 
-def headline(rows: list[dict], budgets: list[int] | None = None, family: str | None = None,
-             detail_n: Any = HEADLINE_DETAIL_N, statistic: str | None = None) -> list[str]:
-    """Two tables on ``family``: method x n_train at the largest budget (median selected-checkpoint
-    param_error, mean ± 95% half-width, median training seconds), and method x budget at n_train = ``detail_n``."""
-    h = headline_tables(rows, budgets, family, detail_n, statistic)
+def _headline_md(h: Headline, family: str | None = None) -> list[str]:
+    """The markdown of the headline tables (:func:`headline_tables`): method x n_train at the largest
+    budget (median selected-checkpoint param_error, mean ± 95% half-width, median training seconds),
+    and method x budget at n_train = its detail n."""
     if h.by_n is None:
         return [f"(no runs on {family or HEADLINE_FAMILY})"]
     lines = to_markdown(h.by_n)
@@ -1052,12 +1053,6 @@ def headline_caption(rows: list[dict], budgets: list[int] | None = None, family:
               "estimators: fit time), [k/N] where only k of N runs are usable")
     src = f"`{source}`: " if source else ""
     return f"_{src}{'; '.join(parts)}; {cell}._"
-
-
-def headline_block(rows: list[dict], budgets: list[int] | None = None, family: str | None = None,
-                   source: str | None = None, statistic: str | None = None) -> list[str]:
-    return [headline_caption(rows, budgets, family, source, statistic), "",
-            *headline(rows, budgets, family, statistic=statistic)]
 
 
 def slope(ns: list[float], ys: list[float]) -> float | None:
@@ -1122,7 +1117,7 @@ def _finish_axes(ax, title: str, xlabel: str, ylabel: str, logx: bool = True, lo
 def _legend_key(entry: str) -> tuple:
     method = entry.split(" (")[0]
     known = split_label(method)[0] in METHOD_COLORS
-    return (not known and entry.startswith(("noise floor", "budget"))), legend_order(method), entry
+    return (not known and entry.startswith("noise floor")), legend_order(method), entry
 
 
 def _figure_legend(fig, title: str | None = None) -> None:
@@ -1522,11 +1517,12 @@ def build_report(root: Path, out: Path | None = None, figures: bool = True, budg
     for r in rows:
         status[r.get("status", "unknown")] += 1
     recovered = [r for r in rows if r.get("label_recovered")]
-    head = headline_block(rows, budgets, source=str(root), statistic=statistic)
+    h = headline_tables(rows, budgets, statistic=statistic)
+    caption = headline_caption(rows, budgets, source=str(root), statistic=statistic)
+    head = [caption, "", *_headline_md(h)]  # the tables built once, for the markdown and the .tex
+    caption = caption.strip("_")
     hfam = headline_family(rows) or HEADLINE_FAMILY
     tex: dict[str, tuple[Table, str]] = {}  # file stem -> (table, caption)
-    h = headline_tables(rows, budgets, statistic=statistic)
-    caption = headline_caption(rows, budgets, source=str(root), statistic=statistic).strip("_")
     if h.by_n is not None:
         tex["headline_by_n"] = (h.by_n, caption)
     if h.by_budget is not None:
@@ -1598,13 +1594,11 @@ def build_report(root: Path, out: Path | None = None, figures: bool = True, budg
     md += _skipped_section(rows)
     bad = [r for r in rows if not _ok(r) and r.get("status") != "skipped"]
     if bad:
-        md += ["## Failed, diverged or unreadable runs", "", "| run | method | data | status | step | reason |",
-               "|---|---|---|---|---|---|"]
-        for r in bad:
-            reason = str(r.get("reason", "")).replace("|", "/")
-            md.append(f"| {r['run_dir']} | {r.get('label', '?')} | {r.get('data', '?')} | {r.get('status')} | "
-                      f"{r.get('diverged_step') or r.get('steps', '')} | {reason} |")
-        md.append("")
+        t = Table(["run", "method", "data", "status", "step", "reason"],
+                  [[f"{r['run_dir']}", f"{r.get('label', '?')}", f"{r.get('data', '?')}", f"{r.get('status')}",
+                    f"{r.get('diverged_step') or r.get('steps', '')}", str(r.get("reason", "")).replace("|", "/")]
+                   for r in bad])
+        md += ["## Failed, diverged or unreadable runs", "", *to_markdown(t), ""]
     written = _write_tex(out / "tables", tex)
     if written:
         md += ["## LaTeX tables", "", "booktabs `tabular`s (`\\usepackage{booktabs}`), to `\\input` inside a "
@@ -1626,10 +1620,10 @@ def _skipped_section(rows: list[dict]) -> list[str]:
     if not by:
         return []
     n = sum(len(v) for v in by.values())
-    lines = [f"## Skipped runs ({n})", "", "| method | data | reason | runs |", "|---|---|---|---|"]
-    for (label, data, reason), runs in sorted(by.items(), key=lambda kv: (legend_order(kv[0][0]), kv[0][1:])):
-        lines.append(f"| {label} | {data} | {reason} | {_run_list(runs, shown=2)} |")
-    return lines + [""]
+    order = sorted(by.items(), key=lambda kv: (legend_order(kv[0][0]), kv[0][1:]))
+    t = Table(["method", "data", "reason", "runs"],
+              [[f"{label}", data, reason, _run_list(runs, shown=2)] for (label, data, reason), runs in order])
+    return [f"## Skipped runs ({n})", "", *to_markdown(t), ""]
 
 
 def _write_tex(folder: Path, tables: dict[str, tuple[Table, str]]) -> list[str]:
@@ -1637,7 +1631,7 @@ def _write_tex(folder: Path, tables: dict[str, tuple[Table, str]]) -> list[str]:
     folder.mkdir(exist_ok=True)
     written = []
     for stem, (t, caption) in tables.items():
-        if t is not None and t.rows:
+        if t.rows:
             (folder / f"{stem}.tex").write_text(to_latex(t, caption))
             written.append(f"{stem}.tex")
     for old in folder.glob("*.tex"):
