@@ -355,6 +355,7 @@ def _evaluate_all(cfg: DictConfig, fitted: Fitted, data: Data, record: dict) -> 
     # give the same numbers, so it is not evaluated twice
     best = fitted.monitor.best if fitted.monitor is not None else None
     selected_is_final = best is not None and best["variant"] == "raw" and best["step"] == record["steps"]
+    memo: dict[str, Any] = {}  # floors, references and fresh-draw nulls: the same for every generator here
     for key, model in (("metrics", fitted.model), ("metrics_selected", fitted.selected), ("metrics_ema", fitted.ema)):
         if model is None:
             continue
@@ -363,7 +364,7 @@ def _evaluate_all(cfg: DictConfig, fitted: Fitted, data: Data, record: dict) -> 
             continue
         t0 = time.perf_counter()
         metrics, eval_timing = pop_timings(evaluate(model, data.x_test, truth=data.truth, cfg=cfg.eval, seed=cfg.seed,
-                                                    progress=cfg.progress, x_train=data.x_train))
+                                                    progress=cfg.progress, x_train=data.x_train, memo=memo))
         suffix = "" if key == "metrics" else key[len("metrics"):]
         timing[f"eval{suffix}_time_s"] = time.perf_counter() - t0
         if key == "metrics":

@@ -16,6 +16,10 @@
    each stage's added seconds and its cost per null draw (target: at most about 10 s on 2 cores).
 5. Each null alone: a distance's stage with and without its null draws (fresh draws sampled
    beforehand), the cost that set its B.
+6. A run's final evaluations: three generators (as a run's final, selected and EMA ones) judged
+   against the same data with ``eval=default``, each evaluated alone against all three sharing one
+   ``memo`` (floors, references and fresh-draw nulls computed once), alternated; the records must
+   be equal.
 
 Threads: BLAS/OpenMP thread counts are set from ``--threads`` through environment variables
 before numpy is imported (threadpoolctl is not installed), and torch.set_num_threads likewise.
@@ -192,8 +196,7 @@ if not args.skip_eval:
     ratio = best["after"]["eval_time_s"] / best["before"]["eval_time_s"]
     say(f"  ratio after / before: {ratio:.2f} (eval_time_s {best['after']['eval_time_s']:.2f} s vs "
         f"{best['before']['eval_time_s']:.2f} s); keys of the old record that changed: {same or 'none'}")
-    draws = {"w1": dflt.w1.null_draws, "w2": dflt.w2.null_draws, "sw": dflt.sw.null_draws,
-             "mmd": dflt.mmd.null_draws, "nn_dist": dflt.nn.null_draws, "moments": dflt.moments.null_draws}
+    draws = {d.key: dflt[d.name].null_draws for d in E.REGISTRY if "null_draws" in dflt[d.name]}
     # each stage's own minimum over the repeats (the exact solves at n = 2000 vary by +-30% under load)
     stage = {who: {k: min(r.get(k, 0.0) for r in rows) for k in rows[0]} for who, rows in runs.items()}
     per_draw = {}
@@ -226,7 +229,7 @@ if not args.skip_eval:
     null_cost = {}
     for d in E.REGISTRY:
         block = dflt[d.name]
-        if not d.context or "null_draws" not in block:
+        if "null_draws" not in block:
             continue
         cfg_b = OmegaConf.to_object(block)
         cfg_0 = OmegaConf.to_object(OmegaConf.merge(block, {"null_draws": 0}))
@@ -242,11 +245,35 @@ if not args.skip_eval:
                             "per_draw_ms": 1e3 * added / cfg_b.null_draws}
         say(f"  {d.key:>8}: B = {cfg_b.null_draws:4d}, stage {min(t['without']):.2f} s + null {added:.2f} s "
             f"({1e3 * added / cfg_b.null_draws:.2f} ms per draw)")
-    t0 = time.perf_counter()
-    for b in range(1, 200):
-        E._sample(truth, 2000, 0, f"eval_null_{b}")
-    say(f"  fresh true samples: {1e3 * (time.perf_counter() - t0) / 199:.2f} ms each (2000 points)")
+    say(f"  fresh true samples: {1e3 * fresh.seconds / 199:.2f} ms each (2000 points)")
     results["null_cost"] = null_cost
+
+# 6 ---------------------------------------------------------------------------------------- shared memo
+if not args.skip_eval:
+    say("== three generators against the same data (eval=default, as a run's final, selected and EMA "
+        "evaluations): each alone against one shared memo, alternated ==")
+    gens = []
+    for k, eps in enumerate((0.05, 0.03, 0.02)):
+        g = make_instance("quadratic", 5, 20, generator=torch_generator(0, "instance")).float()
+        with torch.no_grad():
+            g.Q.add_(eps * torch.randn(g.Q.shape, generator=torch.Generator().manual_seed(10 + k)))
+        gens.append(g)
+    memo_t: dict[str, list[float]] = {"alone": [], "memo": []}
+    recs_m: dict[str, list[dict]] = {}
+    for rep in range(args.eval_repeats):
+        for who in (("alone", "memo") if rep % 2 == 0 else ("memo", "alone")):
+            memo = {} if who == "memo" else None
+            t0 = time.perf_counter()
+            recs_m[who] = [evaluate(g, x_test, truth=truth, cfg=dflt, seed=0, x_train=x_train, memo=memo)
+                           for g in gens]
+            memo_t[who].append(time.perf_counter() - t0)
+    equal = all({k: v for k, v in a.items() if "time" not in k} == {k: v for k, v in b.items() if "time" not in k}
+                for a, b in zip(recs_m["alone"], recs_m["memo"]))
+    best_m = {who: min(ts) for who, ts in memo_t.items()}
+    say(f"  three evaluations: alone {best_m['alone']:.2f} s, shared memo {best_m['memo']:.2f} s, ratio "
+        f"{best_m['memo'] / best_m['alone']:.2f} (minima over {args.eval_repeats}); records equal: {equal}")
+    results["memo"] = {"alone_s": best_m["alone"], "memo_s": best_m["memo"],
+                       "ratio": best_m["memo"] / best_m["alone"], "records_equal": equal}
 
 results["load_avg_end"] = os.getloadavg()
 say(f"load average start {results['load_avg_start']}, end {results['load_avg_end']}")

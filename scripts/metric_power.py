@@ -96,9 +96,10 @@ def main() -> None:
                 truth = make_instance(fam, spec["latent"], spec["out"], generator=torch_generator(s, f"power_{fam}"),
                                       **kw)
                 x_test = truth.sample_batched(n, torch_generator(s, "power_test"))
+                memo: dict = {}  # what does not read the generated sample, shared by the eps values
                 for eps in EPS:
                     model = perturbed(truth, eps, s) if eps > 0 else copy.deepcopy(truth)
-                    rec = evaluate(model, x_test, truth=truth, cfg=eval_cfg(n), seed=s)
+                    rec = evaluate(model, x_test, truth=truth, cfg=eval_cfg(n), seed=s, memo=memo)
                     keys = [d.key for d in REGISTRY if f"{d.key}_verdict" in rec]
                     records.append({"family": fam, "n": n, "seed": s, "eps": eps,
                                     **{f"{k}_verdict": rec[f"{k}_verdict"] for k in keys},
@@ -111,6 +112,7 @@ def main() -> None:
         for n in ns:
             for k in keys:
                 row = {"family": fam, "n": n, "distance": k}
+                memo: dict = {}  # what does not read the generated sample, shared by the eps values
                 for eps in EPS:
                     vs = [r[f"{k}_verdict"] for r in records if (r["family"], r["n"], r["eps"]) == (fam, n, eps)
                           and r.get(f"{k}_verdict") is not None]

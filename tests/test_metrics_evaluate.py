@@ -225,6 +225,38 @@ def test_record_is_flat_json_deterministic_and_has_param_error():
 
 
 @pytest.mark.parametrize("with_truth", [True, False], ids=["truth", "user-data"])
+def test_a_shared_memo_gives_the_same_numbers_without_recomputing_the_floors(monkeypatch, with_truth):
+    # a run evaluates its final, selected and EMA generators against the same data: the floors, the
+    # references' preprocessing and the fresh-draw nulls do not read the generator and are done once
+    truth, x_test = relu_truth(8)
+    x_train = truth.sample(600, torch_generator(8, "train"))
+    ref = truth if with_truth else None
+    models = [copy_of(truth, 0.1), copy_of(truth, 0.3)]
+
+    def run(model, x=x_test, **kw):
+        rec = evaluate(model, x, truth=ref, cfg=SMALL, seed=2, x_train=x_train, **kw)
+        return {k: v for k, v in rec.items() if "time" not in k}
+
+    alone = [run(m) for m in models]
+    solves = []
+    exact = E.D.wasserstein_result
+    monkeypatch.setattr(E.D, "wasserstein_result", lambda *a, **k: solves.append(a[0].shape[0]) or exact(*a, **k))
+    memo: dict = {}
+    assert run(models[0], memo=memo) == alone[0]
+    first = len(solves)
+    assert run(models[1], memo=memo) == alone[1]
+    if with_truth:
+        # w1 (n 400, null_n 200) and w2 (200, 100), 19 draws each: the generated sample at n and at null_n,
+        # the floor sample at both, 18 fresh draws; the second generator needs its own two solves only
+        assert (first, len(solves) - first) == (44, 4)
+    else:  # user data, n = 200 (half of x_test): the permutation nulls pool the generated sample, so only
+        # the three floor solves are shared (w1 at 200 = its null_n, w2 at 200 and 100)
+        assert (first, len(solves) - first) == (42, 39)
+    # other data (or seed, or settings): the memo is emptied, not misapplied
+    assert run(models[1], x=x_test[:300], memo=memo) == run(models[1], x=x_test[:300])
+
+
+@pytest.mark.parametrize("with_truth", [True, False], ids=["truth", "user-data"])
 def test_the_calibration_changes_no_existing_number(with_truth):
     # the nulls, verdicts, moments and copying test only add keys: every value the evaluation reported
     # before issue 12 is the same, bit for bit (the MMD's permutation null shares its kernel blocks)

@@ -9,7 +9,7 @@ prescribed singular values, b = max(0, N(0, I_d)) (non-negative, the setting of 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ class OneLayerPushforward(Pushforward):
     the random instance (``reset_random_``).
     """
 
-    activation = staticmethod(torch.relu)
+    activation: Callable[[torch.Tensor], torch.Tensor]  # a staticmethod, set by each subclass
 
     def __init__(self, latent_dim: int, out_dim: int, dtype: torch.dtype = torch.float32):
         super().__init__()

@@ -44,6 +44,7 @@ __all__ = [
     "WassersteinResult",
     "wasserstein",
     "wasserstein_result",
+    "memory_limit_bytes",
     "ot_memory_bytes",
     "pairwise_sqdist",
     "sliced_wasserstein",
@@ -160,6 +161,15 @@ def _default_max_iter(n: int, m: int) -> int:
     return max(1_000_000, 5_000 * (n + m))
 
 
+def memory_limit_bytes(max_memory_gb: float | None) -> int:
+    """The memory an exact solve may take: ``max_memory_gb`` GiB, or (None) half of the available
+    memory, or 8 GiB where that cannot be read."""
+    if max_memory_gb is not None:
+        return int(max_memory_gb * 2**30)
+    avail = available_memory_bytes()
+    return avail // 2 if avail is not None else 8 * 2**30
+
+
 def wasserstein_result(x: Any, y: Any, p: int = 1, *, max_iter: int | None = None,
                        max_memory_gb: float | None = None, dual_tol: float = 1e-9) -> WassersteinResult:
     """Exact W_p between the uniform empirical measures of x (n, d) and y (m, d).
@@ -197,11 +207,7 @@ def wasserstein_result(x: Any, y: Any, p: int = 1, *, max_iter: int | None = Non
     a, b = _pair(x, y)
     n, m = a.shape[0], b.shape[0]
     need = ot_memory_bytes(n, m)
-    if max_memory_gb is None:
-        avail = available_memory_bytes()
-        limit = avail // 2 if avail is not None else 8 * 2**30
-    else:
-        limit = int(max_memory_gb * 2**30)
+    limit = memory_limit_bytes(max_memory_gb)
     if need > limit:
         raise ConfigError(
             f"exact W{p} between n={n} and m={m} points needs about {need / 2**30:.1f} GB "

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
 import time
 import typing
@@ -44,7 +45,6 @@ from pfbench import ConfigError
 from pfbench.families.base import Pushforward
 from pfbench.metrics import distances as D
 from pfbench.seeding import numpy_generator, torch_generator
-from pfbench.system import available_memory_bytes
 
 __all__ = [
     "REGISTRY",
@@ -280,6 +280,18 @@ class EvalContext:
     alpha: float = 0.05  # level of the verdicts
     fresh: Callable[[int], np.ndarray] | None = None
     x_train: np.ndarray | None = None  # the training sample (the data-copying test), or None
+    #: results that do not read the generated sample (floors, references, fresh-draw nulls), kept across
+    #: :func:`evaluate` calls on the same data, seed and settings (its ``memo=``); None: computed each time
+    memo: dict[str, Any] | None = None
+
+    def once(self, name: str, fn: Callable[[], Any]) -> Any:
+        """``fn()``, or its result under ``name`` from an earlier call sharing ``memo``. Only for work
+        that never reads x_gen: the value is the same whichever generator is evaluated."""
+        if self.memo is None:
+            return fn()
+        if name not in self.memo:
+            self.memo[name] = fn()
+        return self.memo[name]
 
 
 def _null_samples(ctx: EvalContext, key: str, seed: int, x_gen: np.ndarray, x_floor: np.ndarray, n: int,
@@ -296,12 +308,26 @@ def _null_samples(ctx: EvalContext, key: str, seed: int, x_gen: np.ndarray, x_fl
         yield pool[rng.permutation(2 * n)[:n]]
 
 
+def _null_values(ctx: EvalContext, key: str, seed: int, x_gen: np.ndarray, x_floor: np.ndarray, n: int,
+                 draws: int, stat: Callable[[np.ndarray], Any]) -> list[Any]:
+    """``stat`` of null draws 1 .. draws - 1 (:func:`_null_samples`); fresh true draws do not involve the
+    generator, so they are computed once per ``ctx.memo``, while permutations pool x_gen and are not."""
+    def run() -> list[Any]:
+        return [stat(xs) for xs in _null_samples(ctx, key, seed, x_gen, x_floor, n, draws)]
+
+    return ctx.once(f"{key}_null@{n}", run) if ctx.fresh is not None else run()
+
+
+def _permutation_text(n: int, draws: int) -> str:
+    return (f"permutation of pooled samples: B = {draws}, the floor sample and {draws - 1} random n-subsets of "
+            f"the generated and floor samples pooled (n = {n}), against the fixed reference")
+
+
 def _null_text(ctx: EvalContext, n: int, draws: int) -> str:
     if ctx.fresh is not None:
         return (f"fresh true draws: B = {draws}, the floor sample and {draws - 1} more true samples "
                 f"(streams eval_null_<b>), n = {n} points each, against the same reference")
-    return (f"permutation of pooled samples: B = {draws}, the floor sample and {draws - 1} random n-subsets of "
-            f"the generated and floor samples pooled (n = {n}), against the fixed reference")
+    return _permutation_text(n, draws)
 
 
 def _pvalue(observed: float, null: np.ndarray) -> float:
@@ -348,34 +374,30 @@ def _size(n: int, *xs: np.ndarray) -> int:
 
 
 def _exact(p: int, key: str, s: Any, x_gen: np.ndarray, x_ref: np.ndarray, x_floor: np.ndarray, seed: int,
-           ctx: EvalContext | None) -> dict[str, Any]:
+           ctx: EvalContext) -> dict[str, Any]:
     n = _size(s.n, x_gen, x_ref, x_floor)
+    gb = D.memory_limit_bytes(s.max_memory_gb) / 2**30  # the memory limit read once, not at each solve
+
+    def solve(xs: np.ndarray, k: int) -> D.WassersteinResult:
+        return D.wasserstein_result(xs[:k], x_ref[:k], p, max_iter=s.max_iter, max_memory_gb=gb)
+
     out: dict[str, Any] = {f"{key}_n": n}
-    for tag, xs in (("", x_gen), ("_floor", x_floor)):
-        r = D.wasserstein_result(xs[:n], x_ref[:n], p, max_iter=s.max_iter, max_memory_gb=s.max_memory_gb)
+    for tag, r in (("", solve(x_gen, n)), ("_floor", ctx.once(f"{key}_floor@{n}", lambda: solve(x_floor, n)))):
         out[f"{key}{tag}"] = r.value
         out[f"{key}{tag}_converged"] = r.converged
         if r.reason:
             out[f"{key}{tag}_reason"] = r.reason
-    if ctx is None or s.null_draws == 0:
+    if s.null_draws == 0:
         return out
     # The null at null_n <= n points per side: an exact solve costs about n^2.5 (n = 2000: ~1 s), so B of
     # them at n would dominate the evaluation; the tested value is the generated sample's W_p at null_n.
     m = n if s.null_n is None else min(s.null_n, n)
-    max_iter, draws = s.max_iter, s.null_draws
-    gb = s.max_memory_gb  # the memory limit read once, not at each of the B solves
-    if gb is None:
-        avail = available_memory_bytes()
-        gb = (avail // 2 if avail is not None else 8 * 2**30) / 2**30
-
-    def solve(xs: np.ndarray) -> tuple[float | None, str | None]:
-        r = D.wasserstein_result(xs[:m], x_ref[:m], p, max_iter=max_iter, max_memory_gb=gb)
-        return r.value, r.reason
-
+    draws = s.null_draws
     if m == n:
         (obs, why), first = (out[key], out.get(f"{key}_reason")), out[f"{key}_floor"]
     else:
-        (obs, why), (first, _) = solve(x_gen), solve(x_floor)
+        r = solve(x_gen, m)
+        (obs, why), first = (r.value, r.reason), ctx.once(f"{key}_floor@{m}", lambda: solve(x_floor, m)).value
     out[f"{key}_null_n"] = m
     out[f"{key}_null_observed"] = obs
     how = _null_text(ctx, m, draws)
@@ -383,21 +405,21 @@ def _exact(p: int, key: str, s: Any, x_gen: np.ndarray, x_ref: np.ndarray, x_flo
         how += (f"; at n = {m}, not {n}, since an exact solve costs about n^2.5: {key}_pvalue, {key}_z and "
                 f"{key}_verdict test {key}_null_observed, the generated sample's W{p} at n = {m}")
     null = [first] + ([] if obs is None else
-                      [solve(xs)[0] for xs in _null_samples(ctx, key, seed, x_gen, x_floor, m, draws)])
+                      _null_values(ctx, key, seed, x_gen, x_floor, m, draws, lambda xs: solve(xs, m).value))
     out.update(calibrate(key, obs, null, alpha=ctx.alpha, n=m, how=how,
                          why=f"W{p} at n = {m} not certified optimal ({why})"))
     return out
 
 
 def w1_distance(s: W1Config, x_gen: np.ndarray, x_ref: np.ndarray, x_floor: np.ndarray, seed: int, *,
-                ctx: EvalContext | None = None) -> dict[str, Any]:
+                ctx: EvalContext) -> dict[str, Any]:
     """Exact W1 (:func:`~pfbench.metrics.distances.wasserstein_result`); not certified optimal: null, with why.
-    With ``ctx``: its null at ``null_n`` points per side (fresh true draws or permutations)."""
+    Its null (``null_draws`` > 0) at ``null_n`` points per side (fresh true draws or permutations)."""
     return _exact(1, "w1", s, x_gen, x_ref, x_floor, seed, ctx)
 
 
 def w2_distance(s: W2Config, x_gen: np.ndarray, x_ref: np.ndarray, x_floor: np.ndarray, seed: int, *,
-                ctx: EvalContext | None = None) -> dict[str, Any]:
+                ctx: EvalContext) -> dict[str, Any]:
     """Exact W2, as :func:`w1_distance`."""
     return _exact(2, "w2", s, x_gen, x_ref, x_floor, seed, ctx)
 
@@ -406,8 +428,7 @@ def exact_memory_check(s: W1Config, key: str, n_max: int) -> None:
     """Refuse at start-up an exact solve whose cost matrix would not fit (rather than after training)."""
     n = min(s.n, n_max)
     need = D.ot_memory_bytes(n, n)
-    avail = available_memory_bytes()
-    limit = s.max_memory_gb * 2**30 if s.max_memory_gb is not None else (avail // 2 if avail else 8 * 2**30)
+    limit = D.memory_limit_bytes(s.max_memory_gb)
     if need > limit:
         raise ConfigError(
             f"{key}.n={s.n}: the exact solve at n={n} needs about {need / 2**30:.1f} GB (> {limit / 2**30:.1f} GB); "
@@ -416,24 +437,27 @@ def exact_memory_check(s: W1Config, key: str, n_max: int) -> None:
 
 
 def sliced_distance(s: SWConfig, x_gen: np.ndarray, x_ref: np.ndarray, x_floor: np.ndarray,
-                    seed: int, *, ctx: EvalContext | None = None) -> dict[str, Any]:
-    """Sliced W_p, the same directions for metric, floor and null draws."""
+                    seed: int, *, ctx: EvalContext) -> dict[str, Any]:
+    """Sliced W_p, the same directions for metric, floor and null draws (the reference's sorted
+    projections computed once: :func:`~pfbench.metrics.distances.sliced_wasserstein_to`)."""
     n = _size(s.n, x_gen, x_ref, x_floor)
-    dirs = D.random_directions(x_ref.shape[1], s.n_projections, numpy_generator(seed, "eval_sw"))
-    out = {"sw": D.sliced_wasserstein(x_gen[:n], x_ref[:n], p=s.p, directions=dirs),
-           "sw_floor": D.sliced_wasserstein(x_floor[:n], x_ref[:n], p=s.p, directions=dirs),
+
+    def reference() -> Callable[[np.ndarray], float]:
+        dirs = D.random_directions(x_ref.shape[1], s.n_projections, numpy_generator(seed, "eval_sw"))
+        return D.sliced_wasserstein_to(x_ref[:n], dirs, p=s.p)
+
+    to_ref = ctx.once(f"sw_reference@{n}", reference)
+    out = {"sw": to_ref(x_gen[:n]), "sw_floor": ctx.once(f"sw_floor@{n}", lambda: to_ref(x_floor[:n])),
            "sw_n": n, "sw_p": s.p, "sw_n_projections": s.n_projections}
-    if ctx is not None and s.null_draws > 0:
-        to_ref = D.sliced_wasserstein_to(x_ref[:n], dirs, p=s.p)
-        null = [out["sw_floor"]] + [to_ref(xs) for xs in _null_samples(ctx, "sw", seed, x_gen, x_floor, n,
-                                                                        s.null_draws)]
+    if s.null_draws > 0:
+        null = [out["sw_floor"]] + _null_values(ctx, "sw", seed, x_gen, x_floor, n, s.null_draws, to_ref)
         out.update(calibrate("sw", out["sw"], null, alpha=ctx.alpha, n=n, how=_null_text(ctx, n, s.null_draws)))
     return out
 
 
 def mmd_distance(s: MMDConfig, x_gen: np.ndarray, x_ref: np.ndarray, x_floor: np.ndarray,
-                 seed: int, *, ctx: EvalContext | None = None) -> dict[str, Any]:
-    """Unbiased MMD^2, Gaussian kernel, bandwidth = median heuristic on the reference. With ``ctx``:
+                 seed: int, *, ctx: EvalContext) -> dict[str, Any]:
+    """Unbiased MMD^2, Gaussian kernel, bandwidth = median heuristic on the reference. Its null:
     a permutation null from the same kernel blocks (fresh true draws would cost the kernels again
     for each draw; the permutations cost one more n x n block and a product)."""
     n = _size(s.n, x_gen, x_ref, x_floor)
@@ -442,15 +466,13 @@ def mmd_distance(s: MMDConfig, x_gen: np.ndarray, x_ref: np.ndarray, x_floor: np
     except ConfigError as e:
         return {"mmd": None, "mmd_floor": None, "mmd_reason": str(e)}
     rec: dict[str, Any] = {}
-    if ctx is not None and s.null_draws > 0 and n >= 2:
+    if s.null_draws > 0 and n >= 2:
         rng = numpy_generator(seed, "eval_null_mmd")
         subsets = np.zeros((s.null_draws - 1, 2 * n), dtype=bool)
         for row in subsets:
             row[rng.permutation(2 * n)[:n]] = True
         val, floor, perm = D.mmd2_permutation_null(x_gen[:n], x_floor[:n], x_ref[:n], h, subsets)
-        how = (f"permutation of pooled samples: B = {s.null_draws}, the floor sample and {s.null_draws - 1} "
-               f"random n-subsets of the generated and floor samples pooled (n = {n}), against the fixed "
-               f"reference, the same bandwidth")
+        how = _permutation_text(n, s.null_draws) + ", the same bandwidth"
         rec = calibrate("mmd", val, [floor, *perm.tolist()], alpha=ctx.alpha, n=n, how=how)
     else:
         val, floor = D.mmd2_unbiased_many([x_gen[:n], x_floor[:n]], x_ref[:n], h)
@@ -460,8 +482,8 @@ def mmd_distance(s: MMDConfig, x_gen: np.ndarray, x_ref: np.ndarray, x_floor: np
 
 
 def nn_distance(s: NNConfig, x_gen: np.ndarray, x_ref: np.ndarray, x_floor: np.ndarray,
-                seed: int, *, ctx: EvalContext | None = None) -> dict[str, Any]:
-    """Neural-net distance; the critic class is recorded in ``nn_dist_class``. With ``ctx``: a
+                seed: int, *, ctx: EvalContext) -> dict[str, Any]:
+    """Neural-net distance; the critic class is recorded in ``nn_dist_class``. Its null: a
     permutation null of the trained critic's held-out values (exact: the critic never saw them)."""
     n = _size(s.n, x_gen, x_ref, x_floor)
     kw = dict(width=s.width, depth=s.depth, steps=s.steps, lr=s.lr, batch_size=s.batch_size,
@@ -469,11 +491,12 @@ def nn_distance(s: NNConfig, x_gen: np.ndarray, x_ref: np.ndarray, x_floor: np.n
     # the same stream for both: identical critic initialization, splits and batches, so metric and
     # floor differ only by the sample being judged
     r = D.neural_net_distance(x_gen[:n], x_ref[:n], generator=torch_generator(seed, "eval_nn"), **kw)
-    f = D.neural_net_distance(x_floor[:n], x_ref[:n], generator=torch_generator(seed, "eval_nn"), **kw)
+    f = ctx.once(f"nn_floor@{n}", lambda: D.neural_net_distance(x_floor[:n], x_ref[:n],
+                                                                 generator=torch_generator(seed, "eval_nn"), **kw))
     out = {"nn_dist": r.value, "nn_dist_floor": f.value, "nn_dist_train_gap": r.train_gap,
            "nn_dist_floor_train_gap": f.train_gap, "nn_dist_class": r.critic_class,
            "nn_dist_n": n, "nn_dist_steps": r.steps}
-    if ctx is not None and s.null_draws > 0:
+    if s.null_draws > 0:
         pool = np.concatenate([r.scores_x, r.scores_y]).astype(np.float64)
         k, tot = r.scores_x.size, float(pool.sum())
         rng = numpy_generator(seed, "eval_null_nn")
@@ -489,17 +512,19 @@ def nn_distance(s: NNConfig, x_gen: np.ndarray, x_ref: np.ndarray, x_floor: np.n
 
 
 def support_estimate(s: SupportConfig, x_gen: np.ndarray, x_ref: np.ndarray, x_floor: np.ndarray,
-                     seed: int) -> dict[str, Any]:
+                     seed: int, *, ctx: EvalContext) -> dict[str, Any]:
     """Birthday-paradox support estimate, threshold calibrated on the reference; ``support_*_floor``
     on the floor sample; ``support_verdict`` in words."""
-    tau = D.collision_threshold(x_ref)
-    atoms = D.true_atoms(x_ref)
+    tau, atoms = ctx.once("support_reference", lambda: (D.collision_threshold(x_ref), D.true_atoms(x_ref)))
     cap = min(x_ref.shape[0], x_gen.shape[0], x_floor.shape[0]) // 4
     mb = max(2, min(s.max_batch or cap, cap))
-    out = D.birthday_support(x_gen, tau, max_batch=mb, n_batches=s.n_batches, atoms=atoms,
-                             generator=numpy_generator(seed, "eval_support"))
-    fl = D.birthday_support(x_floor, tau, max_batch=mb, n_batches=s.n_batches, atoms=atoms,
-                            generator=numpy_generator(seed, "eval_support"))
+
+    def birthday(x: np.ndarray) -> dict[str, Any]:
+        return D.birthday_support(x, tau, max_batch=mb, n_batches=s.n_batches, atoms=atoms,
+                                  generator=numpy_generator(seed, "eval_support"))
+
+    out = birthday(x_gen)
+    fl = ctx.once(f"support_floor@{mb}", lambda: birthday(x_floor))
     out.update({f"{k}_floor": v for k, v in fl.items() if k != "support_threshold"})
     out["support_true_atoms"] = int(len(atoms))
     out["support_max_batch"] = mb
@@ -528,7 +553,7 @@ def _support_verdict(r: dict[str, Any], n_batches: int, n: int) -> str:
 
 
 def moments_distance(s: MomentsConfig, x_gen: np.ndarray, x_ref: np.ndarray, x_floor: np.ndarray,
-                     seed: int, *, ctx: EvalContext | None = None) -> dict[str, Any]:
+                     seed: int, *, ctx: EvalContext) -> dict[str, Any]:
     """The moment discrepancy (:func:`~pfbench.metrics.distances.moment_discrepancy`): ``moments`` =
     ``moments_mean`` + ``moments_cov`` + ``moments_third``, each beside its floor; with ``ctx`` a null of
     fresh true draws (or permutations) and a p-value per part (``moments_<part>_pvalue``); ``moments_pvalue``
@@ -539,13 +564,13 @@ def moments_distance(s: MomentsConfig, x_gen: np.ndarray, x_ref: np.ndarray, x_f
     sketch = D.MomentSketch.draw(d, s.sketch_dim, s.n_directions, numpy_generator(seed, "eval_moments"))
     folds = s.folds
     try:
-        scales = D.moment_scales(x_ref[:n], sketch)
-        ref = D.moment_folds(x_ref[:n], sketch, folds)
+        scales, ref = ctx.once(f"moments_reference@{n}", lambda: (D.moment_scales(x_ref[:n], sketch),
+                                                                  D.moment_folds(x_ref[:n], sketch, folds)))
 
         def parts(xs: np.ndarray) -> dict[str, float]:
             return D.moment_discrepancy_folds(D.moment_folds(xs[:n], sketch, folds), ref, scales)
 
-        g, f = parts(x_gen), parts(x_floor)
+        g, f = parts(x_gen), ctx.once(f"moments_floor@{n}", lambda: parts(x_floor))
     except ConfigError as e:
         return {"moments": None, "moments_floor": None, "moments_reason": str(e)}
     k = d if sketch.projection is None else s.sketch_dim
@@ -561,8 +586,8 @@ def moments_distance(s: MomentsConfig, x_gen: np.ndarray, x_ref: np.ndarray, x_f
                                  "cov ||C_g - C_t||_F^2 / ||C_t||_F^2, third sum_u (k3_g(u) - k3_t(u))^2 / sum_u "
                                  "(u'C_t u)^3; moments = their sum; 0 in expectation for the true distribution")
     draws = s.null_draws
-    if ctx is not None and draws > 0:
-        null = [f] + [parts(xs) for xs in _null_samples(ctx, "moments", seed, x_gen, x_floor, n, draws)]
+    if draws > 0:
+        null = [f] + _null_values(ctx, "moments", seed, x_gen, x_floor, n, draws, parts)
         how = (_null_text(ctx, n, draws) + "; moments_floor_mean, _std and _z describe the sum, "
                "moments_pvalue = min(1, 3 x the smallest of moments_mean_pvalue, _cov_pvalue, _third_pvalue) "
                "(Bonferroni)")
@@ -577,13 +602,12 @@ def moments_distance(s: MomentsConfig, x_gen: np.ndarray, x_ref: np.ndarray, x_f
 
 
 def copying_test(s: CopyingConfig, x_gen: np.ndarray, x_ref: np.ndarray, x_floor: np.ndarray,
-                 seed: int, *, ctx: EvalContext | None = None) -> dict[str, Any]:
+                 seed: int, *, ctx: EvalContext) -> dict[str, Any]:
     """Meehan et al.'s data-copying test (:class:`~pfbench.metrics.distances.DataCopyingTest`), cell
     version: ``copying`` = C_T of the generated sample against the held-out reference, ``copying_floor``
     the same for the floor sample; ``copying_pvalue`` = Phi(z) one-sided (copying pulls C_T below 0),
     ``copying_verdict`` "copying suspected" when p <= alpha. Needs the training sample (``ctx.x_train``)."""
-    alpha = ctx.alpha if ctx is not None else EvalContext.alpha
-    x_train = ctx.x_train if ctx is not None else None
+    alpha, x_train = ctx.alpha, ctx.x_train
     if x_train is None:
         return {"copying": None, "copying_floor": None,
                 "copying_status": "skipped: no training sample (evaluate(..., x_train=None))",
@@ -591,12 +615,13 @@ def copying_test(s: CopyingConfig, x_gen: np.ndarray, x_ref: np.ndarray, x_floor
     n = _size(s.n, x_gen, x_ref, x_floor)
     train = x_train if s.max_train is None else x_train[:s.max_train]
     try:
-        test = D.DataCopyingTest(train, x_ref[:n], cells=min(s.cells, train.shape[0]), min_cell=s.min_cell,
-                                 iters=s.kmeans_iters, generator=numpy_generator(seed, "eval_copying"))
+        test = ctx.once(f"copying_test@{n}", lambda: D.DataCopyingTest(
+            train, x_ref[:n], cells=min(s.cells, train.shape[0]), min_cell=s.min_cell, iters=s.kmeans_iters,
+            generator=numpy_generator(seed, "eval_copying")))
     except ConfigError as e:
         return {"copying": None, "copying_floor": None, "copying_status": f"failed: {e}",
                 "copying_verdict": f"undetermined: {e}"}
-    g, f = test(x_gen[:n]), test(x_floor[:n])
+    g, f = test(x_gen[:n]), ctx.once(f"copying_floor@{n}", lambda: test(x_floor[:n]))
     out: dict[str, Any] = {
         "copying": g["ct"], "copying_floor": f["ct"], "copying_z": g["z"], "copying_pvalue": g["p"],
         "copying_floor_z": f["z"], "copying_floor_mean": 0.0 if g["ct"] is not None else None,
@@ -626,7 +651,7 @@ REGISTRY: tuple[Distance, ...] = (
     Distance("mmd", MMDConfig, "mmd", mmd_distance, context=True),
     Distance("nn", NNConfig, "nn_dist", nn_distance, context=True),
     Distance("support", SupportConfig, "support", support_estimate, compare_in_report=False,
-             nonfinite_keys=("support_size",)),
+             nonfinite_keys=("support_size",), context=True),
     Distance("moments", MomentsConfig, "moments", moments_distance, compare_in_report=False, context=True),
     Distance("copying", CopyingConfig, "copying", copying_test, compare_in_report=False, context=True),
 )
@@ -828,7 +853,8 @@ class _FreshDraws:
 
 
 def evaluate(model: Pushforward, x_test: torch.Tensor | np.ndarray, *, truth: Pushforward | None, cfg: Any,
-             seed: int, progress: bool = False, x_train: torch.Tensor | np.ndarray | None = None) -> dict[str, Any]:
+             seed: int, progress: bool = False, x_train: torch.Tensor | np.ndarray | None = None,
+             memo: dict[str, Any] | None = None) -> dict[str, Any]:
     """Distances between a generator and the truth, each beside its noise floor, and parameter error.
 
     Samples: ``n_samples`` points from ``model`` (stream ``"eval_model"``) and, when ``truth`` is
@@ -863,6 +889,13 @@ def evaluate(model: Pushforward, x_test: torch.Tensor | np.ndarray, *, truth: Pu
     from the truth at n = 2000 (p = 0.005)" when p <= ``eval.alpha``, else "indistinguishable ...").
     The exact W1/W2 nulls are drawn at ``null_n`` points per side (``w1_null_n``) and test the
     generated sample's value at that size (``w1_null_observed``), since a solve costs about n^2.5.
+
+    ``memo``: a dict shared by several calls that judge different generators against the same data
+    (a run's final, selected and EMA generators; several perturbations of one truth): what does not
+    read the generated sample (the floors, the references' preprocessing, the fresh-draw nulls, the
+    data-copying cells) is computed by the first call and reused, the same numbers without the
+    work; the later calls' stage timings leave it out. Its entries belong to one (x_test, floor sample,
+    x_train, seed, settings): a call with other ones empties it first.
 
     ``cfg``: the eval settings, checked by :func:`resolve_eval_config` unless already validated (a run
     passes ``cfg.eval`` from :func:`pfbench.config.validate`, checked once there). The distances are
@@ -922,7 +955,9 @@ def evaluate(model: Pushforward, x_test: torch.Tensor | np.ndarray, *, truth: Pu
                 rec.update(dict.fromkeys(d.null_keys))
                 rec[f"{d.key}_verdict"] = "undetermined: non-finite generated samples"
     else:
-        ctx = EvalContext(alpha=float(c["alpha"]), fresh=fresh, x_train=x_tr)
+        if memo is not None:
+            _claim(memo, x_ref_all, x_floor, x_tr, seed, c)
+        ctx = EvalContext(alpha=float(c["alpha"]), fresh=fresh, x_train=x_tr, memo=memo)
         stages += _distance_stages(c, x_gen, x_ref, x_floor, seed, ctx)
     stages.append(("param_error", lambda: _param_error_block(model, truth, c["param_error"], seed)))
 
@@ -948,11 +983,25 @@ def evaluate(model: Pushforward, x_test: torch.Tensor | np.ndarray, *, truth: Pu
     return rec
 
 
+def _claim(memo: dict[str, Any], x_test: np.ndarray, x_floor: np.ndarray, x_train: np.ndarray | None, seed: int,
+           c: DictConfig) -> None:
+    """Empty ``memo`` unless its entries were computed from these samples, seed and settings (the floor
+    sample stands for the truth: it is drawn from it, stream ``eval_floor``)."""
+    h = hashlib.sha256()
+    for x in (x_test, x_floor, x_train if x_train is not None else np.empty(0)):
+        h.update(str(x.shape).encode())
+        h.update(np.ascontiguousarray(x).tobytes())
+    h.update(f"{seed}\n{OmegaConf.to_yaml(c)}".encode())
+    key = h.hexdigest()
+    if memo.get("__data__") != key:
+        memo.clear()
+        memo["__data__"] = key
+
+
 def _distance_stages(c: DictConfig, x_gen: np.ndarray, x_ref: np.ndarray, x_floor: np.ndarray,
-                     seed: int, ctx: EvalContext | None = None) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
+                     seed: int, ctx: EvalContext) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
     """One stage per enabled distance, in :data:`REGISTRY`'s order; each returns the metric, its floor
-    and their records (and, for a ``context`` distance given ``ctx``, its null and verdict)."""
-    ctx = ctx if ctx is not None else EvalContext(alpha=float(c["alpha"]))
+    and their records (and, for a ``context`` distance, its null and verdict)."""
     return [(d.key, functools.partial(d.run, c[d.name], x_gen, x_ref, x_floor, seed,
                                       **({"ctx": ctx} if d.context else {})))
             for d in REGISTRY if c[d.name].enabled]
